@@ -55,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="auto: 4-bit on CUDA, none on CPU",
     )
     check.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: CUDA when available)")
-    check.add_argument("--max-new-tokens", type=int, default=1024)
+    check.add_argument("--max-new-tokens", type=int, default=4096)
     check.add_argument(
         "--on-error",
         choices=["block", "allow"],
@@ -139,7 +139,7 @@ def _add_eval_parser(commands: Any) -> None:
         "--quantization", choices=["auto", "4bit", "8bit", "none"], default="auto"
     )
     evaluate.add_argument("--device", help="e.g. cuda, cpu (default: CUDA when available)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluate.add_argument("--max-new-tokens", type=int, default=4096)
     evaluate.add_argument("--batch-size", type=int, default=8, help="checks per model call")
     evaluate.add_argument("--limit", type=int, help="only the first N records of each dataset")
     evaluate.add_argument(

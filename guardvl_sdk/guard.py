@@ -180,7 +180,7 @@ class Guard:
         dtype: str | Any | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         max_time: float | None = None,
         adapter: str | Path | None = None,
         policy: Policy | None = None,
@@ -204,7 +204,8 @@ class Guard:
             dtype: Default bfloat16 on CUDA, float32 on CPU.
             revision: Branch, tag or commit of the model repository.
             trust_remote_code: Off unless you ask.
-            max_new_tokens: Generation bound; an output that hits it is ``truncated``.
+            max_new_tokens: Generation bound; an output that hits it is ``truncated``. 4096, as
+                in the authors' decoding; ``max_time`` bounds a runaway generation.
             max_time: Seconds one generation may take; an output cut by it is ``truncated``.
             adapter: A LoRA adapter (directory or hub id) trained on ``model`` with
                 ``guardvl_sdk.training``, applied on top of it.
@@ -258,7 +259,7 @@ class Guard:
         timeout: float = 30.0,
         max_concurrency: int = 16,
         max_retries: int = 2,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         logprobs: bool = True,
         stop: bool = True,
         extra_body: Mapping[str, Any] | None = None,
@@ -281,9 +282,11 @@ class Guard:
             max_concurrency: Most requests in flight at once (sync calls; per event loop).
             max_retries: Retries of a request after a connection error, a timeout, HTTP 408,
                 409, 429 or 5xx, with exponential backoff and jitter, honouring ``Retry-After``.
-            max_new_tokens: Generation bound; an output that hits it is ``truncated``.
+            max_new_tokens: Generation bound; an output that hits it is ``truncated``. 4096, as
+                in the authors' decoding; ``max_time`` bounds a runaway generation.
             logprobs: Ask for token log probabilities, to fill ``Verdict.score``.
-            stop: Send ``</result>`` as a stop string (off for ``transformers serve``).
+            stop: Send ``</result>`` as a stop string; a server that refuses them is detected
+                once and sent none (see :class:`~guardvl_sdk.backends.RemoteBackend`).
             extra_body: Extra request fields for the server.
             policy, on_error, max_pixels: See :class:`Guard`.
             batch_size: Prompts per backend call in :meth:`check_batch`; default

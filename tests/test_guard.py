@@ -126,7 +126,11 @@ def test_image_only_check_renders_an_image_part() -> None:
     backend = ScriptedBackend(RESULT_SAFE_REQUEST)
     Guard(backend).check(image=Image.new("RGB", (30, 30)))
     content = backend.prompts[0].messages[1]["content"]
-    assert content[0] == {"type": "image"}
+    assert content == [
+        {"type": "text", "text": "Human user:\n"},
+        {"type": "image"},
+        {"type": "text", "text": "\n\n\nAI assistant:\nNone\n\n"},
+    ]
     assert len(backend.prompts[0].images) == 1
 
 

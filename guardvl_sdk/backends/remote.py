@@ -54,6 +54,10 @@ TOP_LOGPROBS = 5
 
 _MAX_ERROR_BODY = 4096
 
+# What a server that refuses stop strings answers to them: transformers serve fails with HTTP
+# 500 on a vision-language processor; a server that rejects the field answers 400 or 422.
+_STOP_REFUSED = frozenset({400, 422, 500})
+
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
 
@@ -92,11 +96,13 @@ class RemoteBackend:
         max_concurrency: Most requests in flight at once, for sync calls and per event loop.
         max_retries: Retries of a failed request (attempts = 1 + max_retries).
         max_new_tokens: Generation bound (``max_tokens``); an answer that hits it is ``truncated``.
+            4096, as in the authors' decoding.
         logprobs: Ask for token log probabilities to fill ``Verdict.score``. Servers that do not
             return them (``transformers serve``) leave the score None.
         stop: Send ``</result>`` as a stop string. The text is cut after ``</result>`` either
-            way; turn this off for servers that fail on stop strings (``transformers serve`` 5.x
-            with vision-language models).
+            way. A server that fails a request with stop strings (HTTP 400, 422 or 500) is asked
+            once more without them; if it answers, its checks go without them from then on
+            (``transformers serve`` 5.x with vision-language models; logged at INFO once).
         extra_body: Extra request fields, e.g. ``{"repetition_penalty": 1.0}`` for vLLM.
         headers: Extra HTTP headers.
         cooldown: Seconds a server that failed to connect is skipped.
@@ -116,7 +122,7 @@ class RemoteBackend:
         timeout: float = 30.0,
         max_concurrency: int = 16,
         max_retries: int = 2,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         logprobs: bool = True,
         stop: bool = True,
         extra_body: Mapping[str, Any] | None = None,
@@ -158,6 +164,9 @@ class RemoteBackend:
             },
         }
         self._lock = threading.Lock()
+        # Servers found to refuse stop strings (asked once each, see _stop_probe), and those asked.
+        self._no_stop: set[str] = set()
+        self._stop_probed: set[str] = set()
         self._client: httpx2.Client | None = None
         self._executor: ThreadPoolExecutor | None = None
         # An async client belongs to the event loop it was first used in.
@@ -256,7 +265,10 @@ class RemoteBackend:
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
             try:
-                response = client.post(f"{url}/chat/completions", json=body)
+                response = client.post(f"{url}/chat/completions", json=self._for(url, body))
+                if self._stop_probe(url, body, response):
+                    retry = client.post(f"{url}/chat/completions", json=_without_stop(body))
+                    response = self._stop_probed_with(url, response, retry)
             except _SLOW as exc:
                 raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
             except httpx2.TransportError as exc:
@@ -278,7 +290,14 @@ class RemoteBackend:
         async with slots:
             for url in self.pool.order():
                 try:
-                    response = await client.post(f"{url}/chat/completions", json=body)
+                    response = await client.post(
+                        f"{url}/chat/completions", json=self._for(url, body)
+                    )
+                    if self._stop_probe(url, body, response):
+                        retry = await client.post(
+                            f"{url}/chat/completions", json=_without_stop(body)
+                        )
+                        response = self._stop_probed_with(url, response, retry)
                 except _SLOW as exc:
                     raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
                 except httpx2.TransportError as exc:
@@ -287,6 +306,44 @@ class RemoteBackend:
                 return self._read(url, response, score_label)
         assert failure is not None
         raise failure
+
+    # -- servers that refuse stop strings -------------------------------------------------------
+
+    def _for(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The request body for ``url``: without stop strings if that server refuses them."""
+        return _without_stop(body) if url in self._no_stop else body
+
+    def _stop_probe(self, url: str, body: dict[str, Any], response: httpx2.Response) -> bool:
+        """Whether to send this failed request again without stop strings, to learn if ``url``
+        refuses them (``transformers serve`` does). Each server is asked once."""
+        if "stop" not in body or response.status_code not in _STOP_REFUSED:
+            return False
+        with self._lock:
+            if url in self._stop_probed or url in self._no_stop:
+                return False
+            self._stop_probed.add(url)
+            return True
+
+    def _stop_probed_with(
+        self, url: str, refused: httpx2.Response, retry: httpx2.Response
+    ) -> httpx2.Response:
+        """The answer to keep after a probe; a server that answered it is sent no stop strings.
+
+        The parser never reads past ``</result>`` and the answer is cut there anyway, so the only
+        cost is the few tokens the server generates after it.
+        """
+        if retry.status_code >= 400:
+            return refused
+        with self._lock:
+            self._no_stop.add(url)
+        logger.info(
+            "%s refuses stop strings (HTTP %d to a request with them, HTTP %d without): its "
+            "checks are sent without them; answers are still cut after </result>",
+            url,
+            refused.status_code,
+            retry.status_code,
+        )
+        return retry
 
     def _unreachable(self, url: str, exc: httpx2.TransportError) -> BackendConnectionError:
         """Mark ``url`` down and return the typed error; the attempt moves on to the next server."""
@@ -389,6 +446,10 @@ def parse_retry_after(value: str | None) -> float | None:
             when = when.replace(tzinfo=timezone.utc)
         seconds = (when - datetime.now(timezone.utc)).total_seconds()
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _without_stop(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key != "stop"}
 
 
 def _retryable_status(status: int) -> bool:
