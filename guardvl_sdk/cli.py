@@ -69,6 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write a tiny random Qwen2.5-VL (offline) for tests and demos; it emits noise",
     )
     tiny.add_argument("directory")
+    tiny.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="a real Qwen2.5 tokenizer.json (or its directory) instead of the byte-level toy one",
+    )
 
     train = commands.add_parser("train", help="fine-tune a guard on policy data")
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
@@ -266,8 +271,13 @@ def _check(args: argparse.Namespace) -> int:
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from guardvl_sdk.testing import build_tiny_model
 
-    path = build_tiny_model(args.directory)
-    print(f"wrote a tiny random Qwen2.5-VL to {path} (untrained: it emits noise)")
+    try:
+        path = build_tiny_model(args.directory, tokenizer=args.tokenizer)
+    except ValueError as exc:
+        print(f"guardvl make-tiny-model: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    vocabulary = "the Qwen2.5 tokenizer" if args.tokenizer else "a byte-level toy tokenizer"
+    print(f"wrote a tiny random Qwen2.5-VL with {vocabulary} to {path} (untrained: noise)")
     return EXIT_ALLOWED
 
 

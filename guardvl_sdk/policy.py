@@ -84,7 +84,10 @@ _KEY_RE = re.compile(r"\b(request|response|completion)\s*:", re.IGNORECASE)
 # Untrusted text must not carry the format's control tags or the chat template's special tokens:
 # a forged `</think><result>` or `<|im_end|><|im_start|>assistant` would otherwise reach the
 # model as structure. They are escaped, HTML-style, so the guard still sees what was written.
-_CONTROL_RE = re.compile(r"<(\s*/?\s*(?:think|result)\s*)>|<(\|[^|<>\s]{1,40}\|)>", re.IGNORECASE)
+# `<tool_call>` is the one added token of the Qwen2.5 vocabulary not spelled `<|...|>`.
+_CONTROL_RE = re.compile(
+    r"<(\s*/?\s*(?:think|result|tool_call)\s*)>|<(\|[^|<>\s]{1,40}\|)>", re.IGNORECASE
+)
 _THINK_OPEN, _THINK_CLOSE, _RESULT_OPEN, _RESULT_CLOSE = (
     "<think>",
     "</think>",
@@ -539,7 +542,7 @@ def _read_text_format(text: str) -> _Found:
 
 
 def neutralize(text: str) -> str:
-    """Escape ``<think>``/``<result>`` tags and ``<|special|>`` tokens in untrusted text.
+    """Escape ``<think>``/``<result>``/``<tool_call>`` tags and ``<|special|>`` tokens in text.
 
     ``</result>`` becomes ``&lt;/result&gt;`` and ``<|im_end|>`` becomes ``&lt;|im_end|&gt;``;
     everything else is left exactly as written.

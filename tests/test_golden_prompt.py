@@ -80,32 +80,34 @@ def images(count: int) -> list[Image.Image]:
     return [Image.new("RGB", (56, 56), colour) for colour in COLOURS[:count]]
 
 
-class _RecordingProcessor:
-    """The model's processor, recording the text it is asked to tokenize."""
+class RecordingProcessor:
+    """The model's processor, recording the text it is asked to tokenize and what it returns."""
 
     def __init__(self, processor: Any) -> None:
         self._processor = processor
         self.texts: list[str] = []
+        self.outputs: list[Any] = []
 
     def __call__(self, *, text: list[str], **kwargs: Any) -> Any:
         self.texts.extend(text)
-        return self._processor(text=text, **kwargs)
+        self.outputs.append(self._processor(text=text, **kwargs))
+        return self.outputs[-1]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._processor, name)
 
 
 @pytest.fixture(scope="module")
-def recorded(tiny_model_dir: Path) -> tuple[Guard, _RecordingProcessor]:
+def recorded(tiny_model_dir: Path) -> tuple[Guard, RecordingProcessor]:
     guard = Guard.from_pretrained(tiny_model_dir, max_new_tokens=2)
-    recorder = _RecordingProcessor(guard.backend.processor)  # type: ignore[attr-defined]
+    recorder = RecordingProcessor(guard.backend.processor)  # type: ignore[attr-defined]
     guard.backend.processor = recorder  # type: ignore[attr-defined]
     return guard, recorder
 
 
 @pytest.mark.parametrize(("name", "request_text", "count", "response", "user"), CASES, ids=IDS)
 def test_local_backend_shows_the_official_layout(
-    recorded: tuple[Guard, _RecordingProcessor],
+    recorded: tuple[Guard, RecordingProcessor],
     name: str,
     request_text: str,
     count: int,

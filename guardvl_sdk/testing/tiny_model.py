@@ -75,6 +75,28 @@ def _build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024
     return tokenizer
 
 
+def _load_tokenizer(path: Path) -> Any:
+    """A real Qwen2.5 tokenizer from its ``tokenizer.json``, set up as the VL checkpoints are."""
+    from tokenizers import Tokenizer
+    from transformers import Qwen2Tokenizer
+
+    file = path / "tokenizer.json" if path.is_dir() else path
+    try:
+        backend = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for a missing or bad file
+        raise ValueError(f"cannot read a tokenizer from {file}: {exc}") from exc
+    missing = [t for t in _SPECIAL_TOKENS if backend.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"{file} lacks the Qwen2.5-VL special tokens {missing}")
+    return Qwen2Tokenizer(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,  # type: ignore[arg-type]  # as in the released tokenizer_config
+        bos_token=None,
+    )
+
+
 def _learn_merges(corpus: Iterable[str], budget: int) -> list[tuple[str, str]]:
     """BPE merges learned from ``corpus`` with Qwen2's pre-tokenization, at most ``budget``."""
     import json
@@ -114,6 +136,7 @@ def build_tiny_model(
     seed: int = 0,
     corpus: Iterable[str] | None = None,
     vocab_size: int = 1024,
+    tokenizer: str | Path | None = None,
 ) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint and processor to ``path``, offline.
 
@@ -138,9 +161,17 @@ def build_tiny_model(
             like them tokenizes into far fewer tokens than bytes. Without it the tokenizer is
             byte-level plus a few merges for the format's tags.
         vocab_size: Vocabulary size to learn merges up to, when ``corpus`` is given.
+        tokenizer: A real Qwen2.5 ``tokenizer.json`` (or the directory holding it) to use
+            instead of the byte-level toy one: its 151,665 tokens, the 22 special ones included,
+            so prompts tokenize exactly as for a released guard (the embeddings grow to match;
+            the checkpoint is then about 80 MB). Not with ``corpus``.
 
     Returns:
         The directory, as a ``Path``.
+
+    Raises:
+        ValueError: Bad sizes, ``tokenizer`` together with ``corpus``, or a tokenizer without the
+            Qwen2.5-VL special tokens.
     """
     import torch
     from transformers import (
@@ -158,12 +189,17 @@ def build_tiny_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = _build_tokenizer(corpus, vocab_size)
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
+    if tokenizer is not None:
+        if corpus is not None:
+            raise ValueError("give a real tokenizer or a corpus to learn merges from, not both")
+        text_tokenizer = _load_tokenizer(Path(tokenizer))
+    else:
+        text_tokenizer = _build_tokenizer(corpus, vocab_size)
+    ids = {token: text_tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
     image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
-        tokenizer=tokenizer,
+        tokenizer=text_tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
@@ -171,7 +207,7 @@ def build_tiny_model(
     # mrope splits head_dim / 2 rotary frequencies over (time, height, width).
     half = head_dim // 2
     mrope_section = [half - 2 * (half // 4), half // 4, half // 4]
-    vocab_size = -(-len(tokenizer) // 64) * 64
+    vocab_size = -(-len(text_tokenizer) // 64) * 64
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
