@@ -93,7 +93,9 @@ class Guard:
             truncated output): ``"block"`` (default, fail-closed), ``"allow"`` (fail-open), or
             ``"raise"`` (a :class:`~guardvl_sdk.errors.BackendError` or
             :class:`~guardvl_sdk.errors.GuardOutputError`). A harmful label always blocks.
-        max_pixels: Images are downscaled to at most this many pixels before checking.
+        max_pixels: Images are downscaled to at most this many pixels before checking (768 x
+            768, LLaMA-Factory's training budget). None hands them to the model's image
+            processor at their own size, as the authors' evaluation did (docs/format.md).
         batch_size: Most prompts sent to the backend in one call by :meth:`check_batch`.
         audit: A sink that records every decision (see :mod:`guardvl_sdk.audit`). A failed
             write raises :class:`~guardvl_sdk.errors.AuditError` instead of returning the verdict.
@@ -127,7 +129,7 @@ class Guard:
         *,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         audit: AuditSink | None = None,
         fetch_images: bool | Callable[[str], bytes] = False,
@@ -148,7 +150,7 @@ class Guard:
             raise ConfigurationError("threshold must be between 0 and 1")
         if triage is not None and not 0.0 <= triage[0] <= triage[1] <= 1.0:
             raise ConfigurationError("triage must be (low, high) with 0 <= low <= high <= 1")
-        if max_pixels < 28 * 28:
+        if max_pixels is not None and max_pixels < 28 * 28:
             raise ConfigurationError("max_pixels must be at least 784 (28 x 28)")
         if not 0 <= window_overlap < max_text_chars or max_windows < 1:
             raise ConfigurationError(
@@ -185,7 +187,7 @@ class Guard:
         adapter: str | Path | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
@@ -265,7 +267,7 @@ class Guard:
         extra_body: Mapping[str, Any] | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,

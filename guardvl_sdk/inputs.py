@@ -130,7 +130,7 @@ def clean_text(value: object, *, what: str) -> str:
 def load_images(
     images: ImageInput | Sequence[ImageInput] | None,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     fetch: Callable[[str], bytes] | None = None,
     budget: ImageBudget | None = None,
 ) -> list[Image.Image]:
@@ -150,7 +150,7 @@ def load_images(
 def load_image(
     source: ImageInput,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     fetch: Callable[[str], bytes] | None = None,
     budget: ImageBudget | None = None,
 ) -> Image.Image:
@@ -160,7 +160,8 @@ def load_image(
         source: A file path, encoded bytes, a ``data:`` URL, an http(s) URL (only with
             ``fetch``), a PIL image, or a numpy array (``HxW`` or ``HxWxC`` with 1, 3 or 4
             channels; uint8, uint16, bool or float in [0, 1]).
-        max_pixels: The pixel budget.
+        max_pixels: The pixel budget; None hands the image on at its own size (the model's
+            image processor then resizes it, as in the authors' evaluation).
         fetch: Turns an http(s) URL into bytes, e.g. :class:`guardvl_sdk.fetch.ImageFetcher`.
             Without it, URLs are refused.
         budget: The check's image budget this image spends from (default: its own).
@@ -371,7 +372,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 _ORIENTATIONS = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}
 
 
-def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
+def _to_rgb(image: Image.Image, max_pixels: int | None) -> Image.Image:
     """Downscale to ``max_pixels`` first (in the decoded mode), then convert to upright RGB."""
     import numpy as np
     from PIL import Image
@@ -414,11 +415,11 @@ def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
         raise InvalidInputError(f"cannot convert image mode {image.mode} to RGB: {exc}") from exc
 
 
-def _fit(image: Image.Image, max_pixels: int) -> Image.Image:
+def _fit(image: Image.Image, max_pixels: int | None) -> Image.Image:
     from PIL import Image
 
     width, height = image.size
-    if width * height <= max_pixels:
+    if max_pixels is None or width * height <= max_pixels:
         return image
     scale = math.sqrt(max_pixels / (width * height))
     size = (max(1, int(width * scale)), max(1, int(height * scale)))
