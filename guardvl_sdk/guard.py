@@ -21,8 +21,13 @@ from guardvl_sdk.errors import (
     InvalidInputError,
 )
 from guardvl_sdk.fetch import ImageFetcher
-from guardvl_sdk.hooks import GuardEvent, GuardSession
-from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, clean_text, load_images
+from guardvl_sdk.inputs import (
+    DEFAULT_MAX_PIXELS,
+    CheckInput,
+    ImageInput,
+    clean_text,
+    load_images,
+)
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
 from guardvl_sdk.windows import combine_windows, split_windows
@@ -30,6 +35,7 @@ from guardvl_sdk.windows import combine_windows, split_windows
 if TYPE_CHECKING:
     from PIL import Image
 
+    from guardvl_sdk.hooks import GuardEvent, GuardSession
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
 __all__ = ["DEFAULT_MODEL", "CheckInput", "Guard", "OnError"]
@@ -39,15 +45,6 @@ logger = logging.getLogger("guardvl_sdk")
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 
 OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | None = None
 
 
 BatchItem = CheckInput | Mapping[str, Any] | str
@@ -413,6 +410,8 @@ class Guard:
         ``before(text, image)`` checks the request; ``after(answer)`` checks the answer in the
         context of that request. See :class:`~guardvl_sdk.hooks.GuardSession`.
         """
+        from guardvl_sdk.hooks import GuardSession
+
         return GuardSession(self, on_block=on_block, on_verdict=on_verdict, name=name)
 
     def as_runnable(

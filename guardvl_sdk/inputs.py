@@ -15,6 +15,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_IMAGE_BYTES",
     "MAX_SOURCE_PIXELS",
+    "CheckInput",
     "ImageInput",
     "clean_text",
     "load_image",
@@ -36,6 +38,16 @@ __all__ = [
 ]
 
 ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, "Image.Image", "np.ndarray"]
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
+
+    text: str | None = None
+    image: ImageInput | Sequence[ImageInput] | None = None
+    response: str | None = None
+
 
 DEFAULT_MAX_PIXELS = 768 * 768
 """Images larger than this are downscaled (aspect kept) before the processor sees them.
