@@ -49,6 +49,9 @@ class CheckInput:
     image: ImageInput | Sequence[ImageInput] | None = None
     response: str | Message | None = None
     messages: Sequence[Message] | None = None
+    memory: bool = True
+    """Use (and grow) the guard's conversation memory for ``messages``; False judges the
+    conversation alone, as the eval harness does with multi-turn items."""
 
 
 BatchItem = CheckInput | Mapping[str, Any] | str
@@ -514,7 +517,7 @@ class Guard:
             ),
             can_fetch=self._fetch is not None,
             unreadable=self.unreadable,
-            memory=self.memory if conversation else None,
+            memory=self.memory if conversation and item.memory else None,
             conversation=conversation,
         )
 
@@ -719,7 +722,7 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     if isinstance(item, str):
         return CheckInput(text=item)
     if isinstance(item, Mapping):
-        unknown = set(item) - {"text", "image", "response", "messages"}
+        unknown = set(item) - {"text", "image", "response", "messages", "memory"}
         if unknown:
             raise InvalidInputError(f"batch item {index}: unknown keys {sorted(unknown)}")
         return CheckInput(**item)

@@ -30,39 +30,42 @@ Unreadable = Literal["raise", "block", "allow"]
 
 
 class ConversationMemory:
-    """A thread-safe, bounded set of the conversation parts a guard already judged allowed.
+    """A thread-safe, bounded map of the conversation parts a guard already judged allowed.
 
     A part is keyed by a hash chained over every part before it, so it counts as judged only
-    after exactly the same conversation so far: the same text elsewhere is judged again.
+    after exactly the same conversation so far: the same text elsewhere is judged again. The
+    value is the part's receipt entry from when it was judged, so an image judged earlier is not
+    even decoded again.
 
     Args:
-        maxsize: Most keys kept; the least recently used is dropped first.
+        maxsize: Most parts kept; the least recently used is dropped first.
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._parts: OrderedDict[str, InspectedPart] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __contains__(self, key: object) -> bool:
+    def get(self, key: str) -> InspectedPart | None:
+        """The receipt entry of a part judged earlier, or None."""
         with self._lock:
-            if key not in self._keys:
-                return False
-            self._keys.move_to_end(str(key))
-            return True
+            part = self._parts.get(key)
+            if part is not None:
+                self._parts.move_to_end(key)
+            return part
 
-    def add(self, keys: Iterable[str]) -> None:
-        """Remember ``keys`` as judged."""
+    def add(self, parts: Iterable[tuple[str, InspectedPart]]) -> None:
+        """Remember parts (by key) as judged."""
         with self._lock:
-            for key in keys:
-                self._keys[key] = None
-                self._keys.move_to_end(key)
-            while len(self._keys) > self.maxsize:
-                self._keys.popitem(last=False)
+            for key, part in parts:
+                self._parts[key] = part
+                self._parts.move_to_end(key)
+            while len(self._parts) > self.maxsize:
+                self._parts.popitem(last=False)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._keys)
+            return len(self._parts)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Inspection:
         images: The images sent, within the pixel budget, in order.
         response: The response slot's text, or None for a request check.
         receipt: Every part, once, in order.
-        keys: The conversation-memory keys to remember once the check is allowed.
+        keys: The parts to remember (by conversation-memory key) once the check is allowed.
         uninspected: What could not be read, one line per part (empty when all was read).
     """
 
@@ -82,7 +85,7 @@ class Inspection:
     images: tuple[Image.Image, ...]
     response: str | None
     receipt: tuple[InspectedPart, ...]
-    keys: tuple[str, ...]
+    keys: tuple[tuple[str, InspectedPart], ...]
     uninspected: tuple[str, ...]
 
 
@@ -117,46 +120,52 @@ def inspect_parts(
     images: list[Image.Image] = []
     numbers: dict[int, int] = {}
     receipt: list[InspectedPart] = []
-    keys: list[str] = []
+    keys: list[tuple[str, InspectedPart]] = []
     uninspected: list[str] = []
     users = [p.message for p in parts if p.role == "user"]
     newest = users[-1] if users else None
-    all_parts = [*parts, *(answer or ())]
-    for index, part in enumerate(all_parts):
+    for index, part in enumerate([*parts, *(answer or ())]):
         is_answer = index >= len(parts)
         reason = part.unreadable
         if part.kind == "image" and _is_url(part.image) and not can_fetch:
             reason = "an http(s) image URL, not fetched (Guard(fetch_images=True) fetches it)"
         elif part.kind == "image" and is_answer:
             reason = "an image in the answer (the guard judges answers as text)"
-        image = None
-        if reason is None and part.kind == "image":
-            image = load_image(part.image)
-        sha = _hash(part, image)
-        chain = hashlib.sha256(
-            f"{chain}\x00{part.kind}\x00{part.role}\x00{sha}".encode()
-        ).hexdigest()
         where = f"messages[{part.message}] ({part.role})" if conversation else part.role
         if reason is not None:
             if unreadable == "raise":
                 raise InvalidInputError(f"{where}: cannot check {reason}")
             uninspected.append(f"{where}: {reason}")
-            receipt.append(_receipt(part, sha, conversation, status="not_inspected", reason=reason))
+            source = content_hash(part.source or str(part.image))
+            chain = _chain(chain, part, source)
+            receipt.append(
+                _receipt(part, source, conversation, status="not_inspected", reason=reason)
+            )
             continue
-        earlier = (
-            memory is not None
-            and not is_answer
-            and not (part.role == "user" and part.message == newest)
-            and chain in memory
-        )
-        receipt.append(_receipt(part, sha, conversation, image, "earlier" if earlier else None))
-        if earlier:
+        # An encoded image is keyed by its encoding, so one judged earlier is not decoded again.
+        image = None
+        sha = _encoded_hash(part.image) if part.kind == "image" else _text_hash(part)
+        if sha is None:
+            image = load_image(part.image)
+            sha = image_hash(image)
+        chain = _chain(chain, part, sha)
+        skippable = memory is not None and not is_answer and part.message != newest
+        earlier = memory.get(chain) if memory is not None and skippable else None
+        if earlier is not None:
+            receipt.append(earlier.model_copy(update={"status": "earlier"}))
             if entries and isinstance(entries[-1], int):
                 entries[-1] += 1
             else:
                 entries.append(1)
             continue
-        keys.append(chain)
+        if part.kind == "image" and image is None:
+            image = load_image(part.image)
+        if image is not None and sha.startswith("encoded:"):
+            sha = image_hash(image)  # the receipt names the pixels the guard saw
+        entry = _receipt(part, sha, conversation, image)
+        receipt.append(entry)
+        if memory is not None:
+            keys.append((chain, entry))
         if is_answer:
             continue
         if image is not None:
@@ -166,7 +175,7 @@ def inspect_parts(
     text, _ = render_conversation(entries, numbers)
     response = None
     if answer is not None:
-        response = render_answer([p for p in answer if p.unreadable is None])
+        response = render_answer([p for p in answer if p.kind != "image" and not p.unreadable])
     if not text.strip() and not images:
         raise InvalidInputError("nothing to check: give request text, an image, or both")
     return Inspection(
@@ -178,14 +187,25 @@ def _is_url(source: Any) -> bool:
     return isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https")
 
 
-def _hash(part: Part, image: Image.Image | None) -> str:
-    if image is not None:
-        return image_hash(image)
-    if part.unreadable is not None or part.kind == "image":
-        return content_hash(part.source or str(part.image))
+def _chain(chain: str, part: Part, sha: str) -> str:
+    """The memory key of a part: its hash chained onto the key of the part before it."""
+    return hashlib.sha256(f"{chain}\x00{part.kind}\x00{part.role}\x00{sha}".encode()).hexdigest()
+
+
+def _text_hash(part: Part) -> str:
     if part.kind == "tool_call":
         return content_hash(f"{part.name}\x00{part.text}")
     return content_hash(part.text or "")
+
+
+def _encoded_hash(source: Any) -> str | None:
+    """A hash of an image's encoding (a data: URL or bytes); None for other sources (a PIL
+    image, an array, a path whose file may change), which are hashed by their pixels."""
+    if isinstance(source, str) and source[:5].lower() == "data:":
+        return "encoded:" + content_hash(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "encoded:" + content_hash(bytes(source))
+    return None
 
 
 def _receipt(

@@ -244,3 +244,36 @@ def test_batches_take_conversations() -> None:
         [{"messages": conversation()}, {"messages": conversation("tool_result")}]
     )
     assert [v.blocked for v in verdicts] == [False, True]
+
+
+def test_the_eval_harness_takes_multi_turn_items(tmp_path: Path) -> None:
+    from guardvl_sdk import load_records
+    from guardvl_sdk.errors import InvalidDataError
+    from guardvl_sdk.evaluation import Confusion, evaluate_guard
+
+    from .judge import png
+
+    (tmp_path / "red.png").write_bytes(png((255, 0, 0)))
+    image = {"type": "image_url", "image_url": {"url": "red.png"}}  # a path beside the file
+    red_earlier = [
+        {"role": "user", "content": [image]},
+        {"role": "assistant", "content": "A red square."},
+        {"role": "user", "content": "Thanks"},
+    ]
+    rows = [
+        {"messages": conversation(), "request_label": "unharmful"},
+        {"messages": conversation("tool_result"), "request_label": "harmful"},
+        {"messages": red_earlier, "request_label": "harmful"},
+        {"messages": conversation()[:3], "response": f"Sure: {EVIL}", "response_label": "harmful"},
+    ]
+    path = tmp_path / "Chats.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InvalidDataError, match="multi-turn"):
+        load_records(path)  # training reads single turns only
+    guard, backend = judging_guard()
+    result = evaluate_guard(guard, path, progress=False)
+    [dataset] = result.datasets
+    assert dataset.metrics["request"].confusion == Confusion(tp=2, tn=1)
+    assert dataset.metrics["response"].confusion == Confusion(tp=1)
+    assert guard.memory is not None and len(guard.memory) == 0  # each item judged alone
+    assert len(backend.prompts) == 4
