@@ -31,7 +31,7 @@ from typing import Any
 
 from _common import bench_model, force_tokens
 
-from guardvl_sdk import Generation, Guard, Prompt
+from guardvl_sdk import Generation, Guard, InvalidInputError, Prompt
 
 # The shared data folder beside the checkout (or beside its parent, for a worktree).
 TOKENIZER = next(
@@ -136,14 +136,22 @@ def answer(turn: int) -> str:
 
 
 def run(guard: Guard, counted: Counted, turns: int) -> list[tuple[float, int]]:
-    """One conversation; per turn: (seconds of the two checks, real prompt tokens)."""
+    """One conversation; per turn: (seconds of the two checks, real prompt tokens).
+
+    Stops early when the guard refuses a turn (the baseline's per-check image budget).
+    """
     messages: list[dict[str, Any]] = []
     costs = []
     for turn in range(1, turns + 1):
         messages.append(user_turn(turn))
         counted.tokens = 0
         began = time.perf_counter()
-        assert guard.check(messages=messages).allowed
+        try:
+            verdict = guard.check(messages=messages)
+        except InvalidInputError as exc:
+            print(f"  turn {turn} refused: {exc}")
+            return costs
+        assert verdict.allowed
         reply = answer(turn)
         assert guard.check(messages=messages, response=reply).allowed
         costs.append((time.perf_counter() - began, counted.tokens))
@@ -179,17 +187,18 @@ def main() -> None:
         for _ in range(args.runs):
             counted = Counted(model, tokenizer)
             runs.append(run(Guard(counted, **options), counted, args.turns))
-        seconds = [statistics.median(r[t][0] for r in runs) for t in range(args.turns)]
-        tokens = [runs[0][t][1] for t in range(args.turns)]
-        last = args.turns - 1
+        done = min(len(r) for r in runs)
+        seconds = [statistics.median(r[t][0] for r in runs) for t in range(done)]
+        tokens = [runs[0][t][1] for t in range(done)]
+        last = done - 1
         print(f"\n{name}")
         print(f"  turn  1: {seconds[0] * 1000:7.0f} ms  {tokens[0]:6d} real prompt tokens")
         print(
-            f"  turn {args.turns:2d}: {seconds[last] * 1000:7.0f} ms  {tokens[last]:6d} real "
+            f"  turn {done:2d}: {seconds[last] * 1000:7.0f} ms  {tokens[last]:6d} real "
             "prompt tokens"
         )
         print(
-            f"  turn {args.turns} / turn 1: time {seconds[last] / seconds[0]:.2f}x, "
+            f"  turn {done} / turn 1: time {seconds[last] / seconds[0]:.2f}x, "
             f"prompt tokens {tokens[last] / tokens[0]:.2f}x (target <= 1.5x for shipped)"
         )
 

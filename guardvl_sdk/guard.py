@@ -23,7 +23,13 @@ from guardvl_sdk.errors import (
 )
 from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
-from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, clean_text, load_image
+from guardvl_sdk.inputs import (
+    DEFAULT_MAX_PIXELS,
+    ImageBudget,
+    ImageInput,
+    clean_text,
+    load_image,
+)
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
@@ -520,11 +526,12 @@ class Guard:
         answer = None
         if item.response is not None:
             answer = read_answer(item.response, len(item.messages or ()) if conversation else 1)
+        budget = ImageBudget()  # one per check: the images sent (not those judged earlier)
         return inspect_parts(
             parts,
             answer,
             load_image=lambda source: load_image(
-                source, max_pixels=self.max_pixels, fetch=self._fetch
+                source, max_pixels=self.max_pixels, fetch=self._fetch, budget=budget
             ),
             can_fetch=self._fetch is not None,
             unreadable=self.unreadable,

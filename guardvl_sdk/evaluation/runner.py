@@ -57,8 +57,9 @@ def evaluate_guard(
     """Run ``guard`` over labelled JSONL records and measure it.
 
     Each record is one check: its request and images (or, for a multi-turn item, its
-    conversation, judged alone), with its response when it has one (the guard then judges both). A record is scored on the request task when it has a
-    ``request_label`` and on the response task when it has a ``response_label``.
+    conversation, judged alone), with its response when it has one (the guard then judges
+    both). A record is scored on the request task when it has a ``request_label`` and on the
+    response task when it has a ``response_label``.
 
     Args:
         guard: The guard to measure. Its ``batch_size`` items go to the backend at a time.
