@@ -270,7 +270,7 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
         elif kind == "image" and part.get("image") is not None:
             parts.append(Part("image", role, index, image=part["image"]))
         elif kind in ("input_audio", "audio", "file", "input_file"):
-            parts.append(_unreadable(role, index, f"a {kind} part", part))
+            parts.append(_unreadable(role, index, f"a content part of type {kind!r}", part))
         else:
             raise InvalidInputError(
                 f"{where}: cannot check a content part of type {kind!r} (text and image parts only)"
@@ -293,8 +293,8 @@ def _read_tool_call(call: Any, index: int, where: str) -> Part:
 
 def _unreadable(role: str, index: int, what: str, raw: Any) -> Part:
     source = json.dumps(raw, sort_keys=True, default=str)
-    return Part("other", role, index, unreadable=f"{what} (the guard reads text and images)",
-                source=source)  # fmt: skip
+    reason = f"cannot check {what} (the guard reads text and images)"
+    return Part("other", role, index, unreadable=reason, source=source)
 
 
 # -- laying out -----------------------------------------------------------------------------

@@ -128,13 +128,13 @@ def inspect_parts(
         is_answer = index >= len(parts)
         reason = part.unreadable
         if part.kind == "image" and _is_url(part.image) and not can_fetch:
-            reason = "an http(s) image URL, not fetched (Guard(fetch_images=True) fetches it)"
+            reason = "remote image URLs are not fetched unless you turn it on (fetch_images=True)"
         elif part.kind == "image" and is_answer:
-            reason = "an image in the answer (the guard judges answers as text)"
+            reason = "cannot check an image in the answer (the guard judges answers as text)"
         where = f"messages[{part.message}] ({part.role})" if conversation else part.role
         if reason is not None:
             if unreadable == "raise":
-                raise InvalidInputError(f"{where}: cannot check {reason}")
+                raise InvalidInputError(f"{where}: {reason}")
             uninspected.append(f"{where}: {reason}")
             source = content_hash(part.source or str(part.image))
             chain = _chain(chain, part, source)

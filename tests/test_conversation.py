@@ -167,7 +167,7 @@ def test_unreadable_content_raises_by_default() -> None:
         guard.check(messages=messages)
     url = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.y/a.png"}},
                                         {"type": "text", "text": "what is it"}]}]  # fmt: skip
-    with pytest.raises(InvalidInputError, match="not fetched"):
+    with pytest.raises(InvalidInputError, match="not fetched unless"):
         guard.check(messages=url)
     assert backend.prompts == []
 
