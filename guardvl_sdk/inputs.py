@@ -41,7 +41,6 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_JPEG_SCAN_WORK",
     "MAX_SOURCE_PIXELS",
-    "CheckInput",
     "ImageBudget",
     "ImageInput",
     "clean_text",
@@ -52,16 +51,6 @@ __all__ = [
 ]
 
 ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, "Image.Image", "np.ndarray"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | None = None
-
 
 DEFAULT_MAX_PIXELS = 768 * 768
 """Images larger than this are downscaled (aspect kept) before the processor sees them.

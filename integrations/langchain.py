@@ -48,6 +48,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import ConfigDict, Field, model_validator
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
@@ -62,7 +63,7 @@ from guardvl_sdk.hooks import (
     aguard_stream,
     guard_stream,
 )
-from guardvl_sdk.inputs import CheckInput, clean_text
+from guardvl_sdk.inputs import clean_text
 from guardvl_sdk.verdict import Verdict
 
 __all__ = ["GuardRunnable", "GuardedChatModel", "Stage", "read_request"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from guardvl_sdk.inputs import CheckInput
+from guardvl_sdk.checks import CheckInput
 
 if TYPE_CHECKING:
     from guardvl_sdk.hooks.messages import Request

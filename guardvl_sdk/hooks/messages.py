@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import InvalidInputError
-from guardvl_sdk.inputs import CheckInput, clean_text
+from guardvl_sdk.inputs import clean_text
 
 __all__ = ["PART_READERS", "REQUEST_ROLES", "Request", "RequestReader", "read_messages"]
 
