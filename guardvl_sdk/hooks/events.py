@@ -107,16 +107,27 @@ class Reporter:
         self, request: Request, answers: Sequence[str | None], partial: bool = False
     ) -> list[Verdict]:
         """Check several answers to one request in one guard batch; report each verdict."""
-        began = time.perf_counter()
-        verdicts = self.guard.check_batch([request.check_input(a) for a in answers])
-        return [self.report(verdict, began, partial) for verdict in verdicts]
+        return self.check_inputs([request.check_input(answer) for answer in answers], partial)
 
     async def acheck_answers(
         self, request: Request, answers: Sequence[str | None], partial: bool = False
     ) -> list[Verdict]:
         """Like :meth:`check_answers`, without blocking the event loop."""
+        items = [request.check_input(answer) for answer in answers]
+        return await self.acheck_inputs(items, partial)
+
+    def check_inputs(self, items: Sequence[CheckInput], partial: bool = False) -> list[Verdict]:
+        """Check any items (a conversation: ``CheckInput(messages=...)``) in one guard batch."""
         began = time.perf_counter()
-        verdicts = await self.guard.acheck_batch([request.check_input(a) for a in answers])
+        verdicts = self.guard.check_batch(items)
+        return [self.report(verdict, began, partial) for verdict in verdicts]
+
+    async def acheck_inputs(
+        self, items: Sequence[CheckInput], partial: bool = False
+    ) -> list[Verdict]:
+        """Like :meth:`check_inputs`, without blocking the event loop."""
+        began = time.perf_counter()
+        verdicts = await self.guard.acheck_batch(items)
         return [self.report(verdict, began, partial) for verdict in verdicts]
 
     def report(self, verdict: Verdict, began: float, partial: bool = False) -> Verdict:
