@@ -67,7 +67,7 @@ def test_report_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     report = write_report(result, tmp_path / "out").read_text()
     assert "Plots not drawn: matplotlib is not installed" in report
-    assert "| D | request | 1 | 100.00 |" in report
+    assert "| D | request | 1 | 100.00 [100.00, 100.00] |" in report
     assert not (tmp_path / "out" / "plots").exists()
 
 
