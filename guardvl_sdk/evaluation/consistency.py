@@ -67,8 +67,12 @@ def reasoning_part(output: str) -> str:
 
 
 def shown_reasoning(output: str, think: str | None) -> str | None:
-    """The reasoning to show a reader: the ``<think>`` text, else the text before the answer."""
-    if think is not None:
+    """The reasoning to show a reader: the ``<think>`` text, else the text before the answer.
+
+    ``think`` is what the policy's parser read as reasoning; it is used only when the output has
+    a ``<think>`` block (for the text-only format the parser stops at the first label).
+    """
+    if think is not None and "<think>" in output:
         return think
     return reasoning_part(output).strip() or None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,8 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
        padding: 0 1em; line-height: 1.45; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
+.scroll { overflow-x: auto; }
 th { background: #f0f3f7; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .item { border-left: 4px solid #c44; padding: 0.2em 0.8em; margin: 0.6em 0; background: #fafafa; }
@@ -46,6 +48,7 @@ class Document:
         if escaped.startswith("**") and "**" in escaped[2:]:
             head, _, rest = escaped[2:].partition("**")
             escaped = f"<b>{head}</b>{rest}"
+        escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
         self._html.append(f"<p>{escaped}</p>")
 
     def bullets(self, lines: list[str]) -> None:
@@ -72,7 +75,10 @@ class Document:
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )
-        self._html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self._html.append(
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>"
+        )
 
     def image(self, path: Path, root: Path, alt: str) -> None:
         """A PNG: linked from the markdown, embedded in the HTML."""

@@ -162,9 +162,10 @@ def scores_figure(result: EvalResult, path: Path) -> Path | None:
         pr.plot([p.recall for p in m.pr_curve], [p.precision for p in m.pr_curve], ".-", lw=1)
         if m.precision is not None and m.recall is not None:
             pr.plot([m.recall], [m.precision], "r*", ms=14, label="the guard's labels")
-        for target, point in result.operating_points(m).items():
+        for marker, (target, point) in zip("s^", result.operating_points(m).items(), strict=False):
             if point is not None:
-                pr.plot([point.recall], [point.precision], "gs", ms=8, label=f"{target}")
+                label = f"{target}: score >= {point.threshold:.3f}"
+                pr.plot([point.recall], [point.precision], marker, color="green", ms=9, label=label)
         ap = "n/a" if m.average_precision is None else f"{m.average_precision:.3f}"
         auc = "n/a" if m.roc_auc is None else f"{m.roc_auc:.3f}"
         pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
