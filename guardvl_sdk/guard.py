@@ -24,6 +24,7 @@ from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
 from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, clean_text, load_images
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
+from guardvl_sdk.telemetry import record_check
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
 from guardvl_sdk.windows import combine_windows, split_windows
 
@@ -617,6 +618,7 @@ class Guard:
         )
 
     def _record(self, check: _Check, verdict: Verdict) -> None:
+        record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
         self.audit.write(

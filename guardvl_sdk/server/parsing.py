@@ -29,6 +29,8 @@ __all__ = [
     "read_messages",
     "read_moderation",
     "read_parts",
+    "read_user_turns",
+    "tool_call_text",
 ]
 
 RESPONSE_ONLY_REQUEST = "(the request was not shown to the guard)"
@@ -75,6 +77,30 @@ def read_parts(parts: Sequence[Any], where: str) -> Parts:
                 f"{here}: cannot check a part of type {kind!r} (text and image_url parts only)"
             )
     return found
+
+
+def read_user_turns(messages: Any, where: str = "messages") -> Parts:
+    """The request of an OpenAI-format chat that an app sends to its model: its user turns.
+
+    System and earlier assistant turns are the app's own, as in the SDK's other adapters; a user
+    turn's parts must all be readable (text and image_url), or the chat is refused.
+    """
+    if not isinstance(messages, list):
+        raise InvalidInputError(f"{where} must be a list of chat messages")
+    request = Parts([], [])
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            request.texts.append(clean_text(content, what=f"{where}[{index}].content"))
+        elif isinstance(content, list):
+            parts = read_parts(content, f"{where}[{index}].content")
+            request.texts += parts.texts
+            request.images += parts.images
+        elif content is not None:
+            raise InvalidInputError(f"{where}[{index}].content must be a string or a list of parts")
+    return request
 
 
 def read_messages(messages: Any, where: str = "messages") -> tuple[Parts, str | None]:
@@ -205,7 +231,7 @@ def read_litellm(body: Any) -> LiteLLMCheck:
     if not isinstance(texts, list) or not isinstance(images, list):
         raise InvalidInputError("litellm guardrail: texts and images must be lists")
     content = [clean_text(t, what=f"texts[{i}]") for i, t in enumerate(texts)]
-    content += [_tool_call_text(call, i) for i, call in enumerate(body.get("tool_calls") or [])]
+    content += [tool_call_text(call, i) for i, call in enumerate(body.get("tool_calls") or [])]
     sources = [image_url(url, f"images[{i}]") for i, url in enumerate(images)]
     text = "\n\n".join(content)
     if input_type == "response":
@@ -217,7 +243,7 @@ def read_litellm(body: Any) -> LiteLLMCheck:
     return LiteLLMCheck(check, input_type)
 
 
-def _tool_call_text(call: Any, index: int) -> str:
+def tool_call_text(call: Any, index: int) -> str:
     """A tool call as the guard reads it: the function's name and its JSON arguments."""
     function = call.get("function") if isinstance(call, Mapping) else None
     if not isinstance(function, Mapping):
