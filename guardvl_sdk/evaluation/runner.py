@@ -56,9 +56,10 @@ def evaluate_guard(
 ) -> EvalResult:
     """Run ``guard`` over labelled JSONL records and measure it.
 
-    Each record is one check: its request and images, with its response when it has one (the
-    guard then judges both). A record is scored on the request task when it has a
-    ``request_label`` and on the response task when it has a ``response_label``.
+    Each record is one check: its request and images (or, for a multi-turn item, its
+    conversation, judged alone), with its response when it has one (the guard then judges
+    both). A record is scored on the request task when it has a ``request_label`` and on the
+    response task when it has a ``response_label``.
 
     Args:
         guard: The guard to measure. Its ``batch_size`` items go to the backend at a time.
@@ -74,7 +75,9 @@ def evaluate_guard(
         InvalidDataError: A data file has bad records (all listed by line).
         InvalidInputError: ``data`` holds no ``.jsonl`` file.
     """
-    datasets = [(name, path, load_records(path)[:limit]) for name, path in discover(data)]
+    datasets = [
+        (name, path, load_records(path, multi_turn=True)[:limit]) for name, path in discover(data)
+    ]
     items = [
         _Item(name, index, record, _key(record, guard))
         for name, _, records in datasets
@@ -175,6 +178,8 @@ def _check(guard: Guard, chunk: list[_Item]) -> list[Verdict | str]:
 
 
 def _input(record: Record) -> dict[str, Any]:
+    if record.messages is not None:  # judged alone: no memory of other items
+        return {"messages": record.messages, "response": record.response, "memory": False}
     return {
         "text": record.request,
         "image": list(record.images) or None,
@@ -237,7 +242,13 @@ def _outcome(entry: dict[str, Any], task: Task, gold: str) -> Outcome:
 def _key(record: Record, guard: Guard) -> str:
     """A hash of the record's content, the guard's model id and its policy."""
     digest = hashlib.sha256()
-    identity = [guard.model_id, guard.policy.model_dump_json(), record.request, record.response]
+    identity = [
+        guard.model_id,
+        guard.policy.model_dump_json(),
+        record.request,
+        record.response,
+        *([json.dumps(record.messages, sort_keys=True)] if record.messages is not None else []),
+    ]
     digest.update(json.dumps(identity).encode())
     for image in record.images:
         digest.update(hashlib.sha256(image.read_bytes()).digest())
