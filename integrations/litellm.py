@@ -14,10 +14,11 @@ Generic Guardrail API at it (docs/serving.md).
     litellm.callbacks = [guardrail]
     await litellm.acompletion(model=..., messages=..., guardrails=["guardvl"])
 
-Hooks: ``pre_call`` checks the user turns of ``messages`` (text and ``image_url`` parts; other
-parts are refused, so the call is blocked); ``post_call`` checks each choice's answer (and its
-tool calls) in the context of that request; the streaming hook holds the stream back until the
-whole answer is checked, so nothing unchecked reaches the user. A block raises
+Hooks: ``pre_call`` checks the whole conversation, ``messages``, every role and part, as
+``guard.check(messages=...)`` does (a part the guard cannot read blocks the call); ``post_call``
+checks each choice's answer (text and tool calls) in the context of that conversation; the
+streaming hook holds the stream back until the whole answer is checked, so nothing unchecked
+reaches the user. A block raises
 :class:`GuardrailBlocked`: both the SDK's :class:`~guardvl_sdk.errors.GuardBlocked` and LiteLLM's
 ``GuardrailRaisedException`` (the proxy answers it with HTTP 400). An input the guard cannot read
 blocks too. LiteLLM runs guardrails in its async path (``acompletion``, the proxy) only.
@@ -33,8 +34,7 @@ from litellm.exceptions import GuardrailRaisedException
 from litellm.integrations.custom_guardrail import CustomGuardrail
 
 from guardvl_sdk.errors import GuardBlocked, InvalidInputError
-from guardvl_sdk.guard import CheckInput, Guard
-from guardvl_sdk.server.parsing import RESPONSE_ONLY_REQUEST, read_user_turns, tool_call_text
+from guardvl_sdk.guard import Guard
 from guardvl_sdk.verdict import Status, Verdict
 
 __all__ = ["GuardVLGuardrail", "GuardrailBlocked"]
@@ -85,13 +85,11 @@ class GuardVLGuardrail(CustomGuardrail):
         kwargs.setdefault("default_on", True)
         super().__init__(guardrail_name=guardrail_name, **kwargs)
 
-    def _request(self, data: dict[str, Any]) -> CheckInput:
-        request = read_user_turns(data.get("messages") or [])
-        return CheckInput(text=request.text, image=request.images or None)
-
-    async def _check(self, item: CheckInput, *, output: Any = None) -> Verdict:
+    async def _check(
+        self, messages: Any, *, response: dict[str, Any] | None = None, output: Any = None
+    ) -> Verdict:
         try:
-            verdict = await self.guard.acheck(item.text, image=item.image, response=item.response)
+            verdict = await self.guard.acheck(messages=messages or [], response=response)
         except InvalidInputError as exc:  # what the guard cannot read does not pass
             verdict = Verdict(status=Status.ERROR, error=str(exc), model=self.guard.model_id)
         if verdict.blocked:
@@ -103,22 +101,16 @@ class GuardVLGuardrail(CustomGuardrail):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
-        """Check the request before it is sent; raise :class:`GuardrailBlocked` to stop it."""
-        try:
-            item = self._request(data)
-        except InvalidInputError as exc:
-            unread = Verdict(status=Status.ERROR, error=str(exc), model=self.guard.model_id)
-            raise GuardrailBlocked(unread, guardrail_name=self.guardrail_name or "guardvl") from exc
-        await self._check(item)
+        """Check the conversation before it is sent; raise :class:`GuardrailBlocked` to stop it."""
+        await self._check(data.get("messages"))
         return data
 
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
-        """Check every choice's answer in the context of the request."""
-        request = self._request(data)
+        """Check every choice's answer (text and tool calls) in the context of the request."""
         for answer in _answers(response):
-            await self._check(_in_context(request, answer), output=answer)
+            await self._check(data.get("messages"), response=answer, output=answer["content"])
         return response
 
     async def async_post_call_streaming_iterator_hook(
@@ -131,27 +123,26 @@ class GuardVLGuardrail(CustomGuardrail):
             for chunk in chunks
             for choice in getattr(chunk, "choices", [])
         )
-        await self._check(_in_context(self._request(request_data), text), output=text)
+        answer = {"role": "assistant", "content": text}
+        await self._check(request_data.get("messages"), response=answer, output=text)
         for chunk in chunks:
             yield chunk
 
 
-def _in_context(request: CheckInput, answer: str) -> CheckInput:
-    """The answer, checked in the context of its request (a chat with no user turn has none)."""
-    text = request.text or ("" if request.image else RESPONSE_ONLY_REQUEST)
-    return CheckInput(text=text, image=request.image, response=answer)
-
-
-def _answers(response: Any) -> list[str]:
-    """The text of each choice, with its tool calls, as the guard judges it."""
+def _answers(response: Any) -> list[dict[str, Any]]:
+    """Each choice as an assistant message: its text and tool calls, what the guard judges."""
     answers = []
     for choice in getattr(response, "choices", []) or []:
         message = getattr(choice, "message", None)
-        content = getattr(message, "content", None) or ""
-        if not isinstance(content, str):
-            raise InvalidInputError("the model's answer is not text")
+        answer: dict[str, Any] = {"role": "assistant", "content": getattr(message, "content", None)}
         calls = getattr(message, "tool_calls", None) or []
-        as_dicts = [c.model_dump() if hasattr(c, "model_dump") else c for c in calls]
-        texts = [content, *(tool_call_text(c, i) for i, c in enumerate(as_dicts))]
-        answers.append("\n\n".join(t for t in texts if t))
+        if calls:
+            answer["tool_calls"] = [
+                {
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for c in calls
+            ]
+        answers.append(answer)
     return answers
