@@ -45,6 +45,8 @@ __all__ = [
     "Message",
     "Part",
     "as_message",
+    "from_responses_input",
+    "from_responses_output",
     "read_answer",
     "read_messages",
     "render_answer",
@@ -208,6 +210,92 @@ def render_conversation(
 def escape(text: str) -> str:
     """Escape what would read as a layout marker in untrusted text (``[`` -> ``&#91;``)."""
     return _MARKER_RE.sub("&#91;", text)
+
+
+# -- the OpenAI Responses API ---------------------------------------------------------------
+
+
+def from_responses_input(input: Any, instructions: Any = None) -> list[dict[str, Any]]:
+    """The chat messages a ``client.responses.create(input=..., instructions=...)`` call means.
+
+    Message items keep their role and content; a ``function_call`` item becomes an assistant
+    message with that tool call; a ``function_call_output`` item a tool message; ``reasoning``
+    items the assistant's text. Any other item type (item references, hosted tools' calls)
+    raises, so nothing passes unread.
+
+    Raises:
+        InvalidInputError: An item the guard cannot read.
+    """
+    messages: list[dict[str, Any]] = []
+    if instructions is not None:
+        messages.append(
+            {"role": "system", "content": clean_text(instructions, what="instructions")}
+        )
+    if isinstance(input, str):
+        return [*messages, {"role": "user", "content": input}]
+    if not isinstance(input, Sequence):
+        raise InvalidInputError(
+            f"responses input must be a str or a list, not {type(input).__name__}"
+        )
+    for index, raw in enumerate(input):
+        item = as_message(raw)
+        kind = item.get("type", "message")
+        where = f"input[{index}]"
+        if kind == "message":
+            content = item.get("content")
+            messages.append({"role": item.get("role"), "content": content})
+        elif kind == "function_call":
+            call = {"name": item.get("name"), "arguments": item.get("arguments", "")}
+            tool_call = {"type": "function", "id": item.get("call_id"), "function": call}
+            messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append(
+                {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
+            )
+        elif kind == "reasoning":
+            summary = [
+                s.get("text", "") for s in item.get("summary") or [] if isinstance(s, Mapping)
+            ]
+            messages.append({"role": "assistant", "content": "\n".join(summary)})
+        else:
+            raise InvalidInputError(
+                f"{where}: cannot check a responses input item of type {kind!r} (messages, "
+                "function calls and their outputs only)"
+            )
+    return messages
+
+
+def from_responses_output(output: Sequence[Any]) -> dict[str, Any]:
+    """One assistant message from a response's output items: its text, refusals, tool calls.
+
+    Raises:
+        InvalidInputError: An output item the guard cannot read.
+    """
+    content: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    for index, raw in enumerate(output):
+        item = as_message(raw)
+        kind = item.get("type")
+        if kind == "message":
+            for part in item.get("content") or []:
+                content.append(dict(as_message(part)))
+        elif kind == "function_call":
+            call = {"name": item.get("name"), "arguments": item.get("arguments", "")}
+            calls.append({"type": "function", "id": item.get("call_id"), "function": call})
+        elif kind == "reasoning":
+            summary = [
+                s.get("text", "") for s in item.get("summary") or [] if isinstance(s, Mapping)
+            ]
+            content.append({"type": "text", "text": "\n".join(summary)})
+        else:
+            raise InvalidInputError(
+                f"output[{index}]: cannot check a response output item of type {kind!r}"
+            )
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return message
 
 
 # -- reading --------------------------------------------------------------------------------

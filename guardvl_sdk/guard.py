@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import Backend, Generation, Prompt
 from guardvl_sdk.cache import VerdictCache
+from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
 from guardvl_sdk.errors import (
     BackendError,
@@ -46,22 +47,6 @@ logger = logging.getLogger("guardvl_sdk")
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 
 OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | Message | None = None
-    messages: Sequence[Message] | None = None
-    memory: bool = True
-    """Use (and grow) the guard's conversation memory for ``messages``; False judges the
-    conversation alone, as the eval harness does with multi-turn items."""
-
-
-BatchItem = CheckInput | Mapping[str, Any] | str
 
 
 @dataclass(frozen=True)

@@ -277,3 +277,41 @@ def test_the_eval_harness_takes_multi_turn_items(tmp_path: Path) -> None:
     assert dataset.metrics["response"].confusion == Confusion(tp=1)
     assert guard.memory is not None and len(guard.memory) == 0  # each item judged alone
     assert len(backend.prompts) == 4
+
+
+def test_responses_api_items_read_as_the_same_conversation() -> None:
+    from guardvl_sdk.conversation import from_responses_input, from_responses_output
+
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": "Where was this photo taken?"},
+                                     {"type": "input_image", "image_url": BLUE, "detail": "auto"}]},
+        {"type": "message", "role": "assistant", "id": "m1", "status": "completed",
+         "content": [{"type": "output_text", "text": "A beach.", "annotations": []}]},
+        {"role": "user", "content": "What's the weather there tomorrow?"},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather",
+         "arguments": '{"city": "Valencia"}', "id": "fc1", "status": "completed"},
+        {"type": "function_call_output", "call_id": "c1", "output": f"sunny {EVIL}"},
+    ]  # fmt: skip
+    guard, backend = judging_guard()
+    messages = from_responses_input(items, instructions="You are a travel assistant.")
+    verdict = guard.check(messages=messages)
+    assert verdict.blocked
+    assert [(p.role, p.kind) for p in verdict.inspected] == [
+        ("system", "text"),
+        ("user", "text"),
+        ("user", "image"),
+        ("assistant", "text"),
+        ("user", "text"),
+        ("assistant", "tool_call"),
+        ("tool", "tool_result"),
+    ]
+    output = [
+        {"type": "function_call", "call_id": "c2", "name": "book", "arguments": f'"{EVIL}"'},
+    ]
+    answer = from_responses_output(output)
+    assert guard.check(messages=messages[:5], response=answer).response is Label.HARMFUL
+    with pytest.raises(InvalidInputError, match="item_reference"):
+        from_responses_input([{"type": "item_reference", "id": "msg_1"}])
+    with pytest.raises(InvalidInputError, match="web_search_call"):
+        from_responses_output([{"type": "web_search_call", "id": "w"}])
+    assert len(backend.prompts) == 2
