@@ -33,6 +33,7 @@ from guardvl_sdk.inputs import (
 )
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
+from guardvl_sdk.telemetry import record_check
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
 from guardvl_sdk.windows import combine_windows, split_windows
 
@@ -676,6 +677,7 @@ class Guard:
         )
 
     def _record(self, check: _Check, verdict: Verdict) -> None:
+        record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
         self.audit.write(
