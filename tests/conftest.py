@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# Beside the checkout (../shared/data); GUARDVL_SHARED_DATA points elsewhere (e.g. a worktree).
+# The team's shared data beside the checkout; GUARDVL_SHARED_DATA points elsewhere (a worktree).
 SHARED_DATA = Path(
     os.environ.get("GUARDVL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
