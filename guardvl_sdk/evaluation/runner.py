@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guardvl_sdk.errors import GuardOutputError, GuardVLError
+from guardvl_sdk.evaluation.consistency import inconsistency, shown_reasoning
 from guardvl_sdk.evaluation.datasets import discover
 from guardvl_sdk.evaluation.metrics import Outcome, Task
 from guardvl_sdk.evaluation.results import POSITIVE, DatasetResult, EvalResult
@@ -53,6 +54,8 @@ def evaluate_guard(
     limit: int | None = None,
     target_precision: float | None = None,
     target_recall: float | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> EvalResult:
     """Run ``guard`` over labelled JSONL records and measure it.
 
@@ -70,6 +73,8 @@ def evaluate_guard(
         limit: Check only the first ``limit`` records of each dataset.
         target_precision: Report the score threshold that meets this precision.
         target_recall: Report the score threshold that meets this recall.
+        resamples: Bootstrap resamples for the 95% intervals.
+        seed: The bootstrap's seed (the same seed gives the same intervals).
 
     Raises:
         InvalidDataError: A data file has bad records (all listed by line).
@@ -101,8 +106,10 @@ def evaluate_guard(
             }
             for task, gold in golds.items():
                 if gold is not None:
-                    outcomes.setdefault(task, []).append(_outcome(entry, task, gold.value))
-        results.append(DatasetResult(name, path, outcomes))
+                    outcomes.setdefault(task, []).append(
+                        _outcome(entry, task, gold.value, record, guard.policy)
+                    )
+        results.append(DatasetResult(name, path, outcomes, resamples=resamples, seed=seed))
     notes = [f"model: {guard.model_id}, batch size {guard.batch_size}"]
     if guard.batch_size > 1:
         notes.append(
@@ -223,12 +230,21 @@ def _entry(item: _Item, verdict: Verdict | str, policy: Policy) -> dict[str, Any
         "latency_ms": verdict.latency_ms,
         "error": verdict.error,
         "raw": verdict.raw,
+        "reasoning": verdict.reasoning,
+        "categories": verdict.categories,
     }
 
 
-def _outcome(entry: dict[str, Any], task: Task, gold: str) -> Outcome:
+def _outcome(
+    entry: dict[str, Any], task: Task, gold: str, record: Record, policy: Policy
+) -> Outcome:
     label, status = entry.get("tasks", {}).get(task, (None, entry["status"]))
     score_task = "response" if entry.get("stage") == "output" else "request"
+    raw = entry.get("raw") or ""
+    categories = tuple(entry.get("categories") or ())
+    shown = [f"[image {image.name}]" for image in record.images] + [record.request]
+    if record.response is not None:
+        shown.append(f"[response] {record.response}")
     return Outcome(
         gold=gold == POSITIVE[task],
         predicted=None if label is None else label == POSITIVE[task],
@@ -236,6 +252,21 @@ def _outcome(entry: dict[str, Any], task: Task, gold: str) -> Outcome:
         score=entry.get("score") if task == score_task else None,
         output_tokens=entry.get("output_tokens"),
         latency_ms=entry.get("latency_ms"),
+        ref=record.id,
+        input="\n".join(shown),
+        output=raw or entry.get("error"),
+        reasoning=shown_reasoning(raw, entry.get("reasoning")) if raw else None,
+        gold_categories=tuple(record.categories),
+        categories=categories,
+        inconsistent=inconsistency(
+            raw,
+            task,
+            label,
+            categories=categories,
+            policy_categories=[c.name for c in policy.categories],
+        )
+        if raw
+        else None,
     )
 
 
