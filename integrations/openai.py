@@ -305,7 +305,10 @@ class _Guarding(_Proxy):
         return on_block
 
     def _decided(
-        self, completion: ChatCompletion, answers: dict[int, str], verdicts: list[Verdict]
+        self,
+        completion: ChatCompletion,
+        answers: dict[int, str | dict[str, Any]],
+        verdicts: list[Verdict],
     ) -> ChatCompletion:
         return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
 
@@ -315,9 +318,22 @@ def _choices(kwargs: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def _answers(completion: ChatCompletion) -> dict[int, str]:
-    """The text of each choice, by index; a choice without text (tool calls only) has ``""``."""
-    return {c.index: c.message.content or "" for c in completion.choices}
+def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
+    """The answer of each choice, by index: its text, or with tool calls the assistant message
+    (the calls' names and arguments are judged as part of the answer)."""
+    answers: dict[int, str | dict[str, Any]] = {}
+    for choice in completion.choices:
+        text = choice.message.content or ""
+        calls = choice.message.tool_calls or []
+        if not calls:
+            answers[choice.index] = text
+            continue
+        answers[choice.index] = {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
+        }
+    return answers
 
 
 @dataclass
