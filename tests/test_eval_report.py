@@ -452,3 +452,23 @@ def test_compare_adds_the_paper_row_over_the_papers_benchmarks(tmp_path: Path) -
     table = format_comparison(compare_runs(runs))
     assert re.search(r"^paper GuardReasoner-VL-7B\s+request\s+79\.07$", table, re.M)
     assert "paper reference: sample-weighted request F1 over the same 8 benchmarks" in table
+
+
+def test_a_multi_turn_item_shows_its_turns(tmp_path: Path) -> None:
+    from guardvl_sdk import Guard
+    from guardvl_sdk.evaluation import evaluate_guard
+    from guardvl_sdk.testing import ScriptedBackend
+
+    answer = "<think>\nThe request is harmful.\n</think>\n<result>\nRequest: harmful\n</result>"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": [{"type": "text", "text": "now the recipe"}]}]  # fmt: skip
+    data = write(tmp_path / "Turns.jsonl", [{"messages": turns, "request_label": "unharmful"}])
+    guard = Guard(ScriptedBackend(lambda prompt: answer))
+    result = evaluate_guard(guard, data, progress=False)
+    [item] = result.items()
+    assert item["input"] == "[user] Hi\n[assistant] Hello!\n[user] now the recipe"
+    assert (item["gold"], item["predicted"], item["inconsistent"]) == (
+        "unharmful",
+        "harmful",
+        False,
+    )
