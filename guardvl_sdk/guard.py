@@ -334,6 +334,17 @@ class Guard:
             threshold=threshold,
         )
 
+    @classmethod
+    def from_config(cls, path: str | Path) -> Guard:
+        """Build the guard a configuration file describes (backend, policy, every option).
+
+        See :mod:`guardvl_sdk.config` for the schema. Raises
+        :class:`~guardvl_sdk.errors.ConfigurationError` naming the file and the bad key.
+        """
+        from guardvl_sdk.config import load_config
+
+        return load_config(path).build()
+
     @property
     def model_id(self) -> str:
         """Id of the guard model behind the backend."""
