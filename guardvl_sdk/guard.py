@@ -35,6 +35,7 @@ from guardvl_sdk.inputs import (
     ImageInput,
     clean_text,
     load_image,
+    without_lone_surrogates,
 )
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
@@ -492,15 +493,34 @@ class Guard:
 
     def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
         items = list(items)
-        if len(items) == 1:
-            return [self._prepare(_as_check_input(items[0], 0))]
         checks = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
+                self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if len(items) == 1:
+                    raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
         return checks
+
+    def _record_refusal(self, item: object, error: InvalidInputError) -> None:
+        if self.audit is None:
+            return
+        fields = item if isinstance(item, Mapping) else {"text": item}
+        if isinstance(item, CheckInput):
+            fields = {"text": item.text, "response": item.response}
+        text, response = fields.get("text"), fields.get("response")
+        self.audit.write(
+            AuditRecord.refusal(
+                redact(str(error)),
+                text=without_lone_surrogates(text) if isinstance(text, str) else "",
+                response=without_lone_surrogates(response) if isinstance(response, str) else None,
+                model=self.model_id,
+                policy=self.policy.name,
+                include_content=self.audit.include_content,
+            )
+        )
 
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
