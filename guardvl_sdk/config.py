@@ -116,6 +116,8 @@ class GuardOptions(_Section):
     max_windows: int = Field(default=32, ge=1)
     threshold: float | None = Field(default=None, ge=0, le=1)
     triage: tuple[float, float] | None = None
+    unreadable: Literal["raise", "block", "allow"] = "raise"
+    conversation_memory: int = Field(default=50_000, ge=0)
 
 
 class ServerConfig(_Section):
@@ -186,6 +188,8 @@ class GuardConfig(_Section):
             max_windows=options.max_windows,
             threshold=options.threshold,
             triage=options.triage,
+            unreadable=options.unreadable,
+            conversation_memory=options.conversation_memory,
         )
 
     def _backend(self) -> tuple[Any, int, Any]:

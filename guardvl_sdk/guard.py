@@ -19,6 +19,7 @@ from guardvl_sdk.backends.base import (
     Prompt,
 )
 from guardvl_sdk.cache import VerdictCache
+from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
 from guardvl_sdk.errors import (
     BackendError,
@@ -40,6 +41,7 @@ from guardvl_sdk.inputs import (
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.redaction import redact
+from guardvl_sdk.telemetry import record_check
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
 from guardvl_sdk.windows import combine_windows, split_windows
 
@@ -53,22 +55,6 @@ logger = logging.getLogger("guardvl_sdk")
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 
 OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | Message | None = None
-    messages: Sequence[Message] | None = None
-    memory: bool = True
-    """Use (and grow) the guard's conversation memory for ``messages``; False judges the
-    conversation alone, as the eval harness does with multi-turn items."""
-
-
-BatchItem = CheckInput | Mapping[str, Any] | str
 
 
 @dataclass(frozen=True)
@@ -732,6 +718,7 @@ class Guard:
         )
 
     def _record(self, check: _Check, verdict: Verdict) -> None:
+        record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
         self.audit.write(
