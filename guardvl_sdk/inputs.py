@@ -48,6 +48,7 @@ __all__ = [
     "load_image",
     "load_images",
     "to_data_url",
+    "without_lone_surrogates",
 ]
 
 ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, "Image.Image", "np.ndarray"]
@@ -117,6 +118,11 @@ class ImageBudget:
             )
 
 
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def clean_text(value: object, *, what: str) -> str:
     """Return ``value`` as a str the tokenizer can encode, or raise ``InvalidInputError``.
 
@@ -124,7 +130,7 @@ def clean_text(value: object, *, what: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a str, got {type(value).__name__}")
-    return _LONE_SURROGATE.sub("\ufffd", value)
+    return without_lone_surrogates(value)
 
 
 def load_images(
