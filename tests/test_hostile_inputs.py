@@ -145,3 +145,18 @@ def test_numpy_noise_of_every_shape_is_typed() -> None:
     for array in (np.zeros((0, 5, 3), np.uint8), np.zeros((5,), np.uint8), np.zeros((2, 2, 2))):
         with pytest.raises(InvalidInputError):
             load_image(array)
+
+
+def test_a_window_of_emoji_is_bounded_in_bytes_not_only_characters() -> None:
+    """6,000 emoji are 6,000 characters but 24,000 bytes (and, byte-level, up to 24,000 tokens)."""
+    windows: list[str] = []
+
+    def judge(prompt):  # type: ignore[no-untyped-def]
+        windows.append(prompt.messages[1]["content"][-1]["text"])
+        return RESULT_HARMFUL_REQUEST if "tail" in windows[-1] else RESULT_SAFE_REQUEST
+
+    text = "\U0001f600" * 6000 + " the tail"
+    verdict = Guard(ScriptedBackend(judge)).check(text)
+    assert verdict.blocked and verdict.windows == len(windows) >= 4
+    for window in windows:  # a byte-level BPE never makes more tokens than bytes
+        assert len(window.encode()) <= 6000 + 200  # the request window plus the transcript
