@@ -160,3 +160,25 @@ def test_a_window_of_emoji_is_bounded_in_bytes_not_only_characters() -> None:
     assert verdict.blocked and verdict.windows == len(windows) >= 4
     for window in windows:  # a byte-level BPE never makes more tokens than bytes
         assert len(window.encode()) <= 6000 + 200  # the request window plus the transcript
+
+
+def test_a_stuck_generation_gives_a_timeout_and_the_batcher_serves_on() -> None:
+    import threading
+
+    from guardvl_sdk import BackendTimeoutError
+    from guardvl_sdk.backends.batching import Batcher
+
+    release = threading.Event()
+
+    def run(items: list[str]) -> list[str]:
+        if "stuck" in items:
+            release.wait(10)
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(run, window=0.0, max_batch_size=4, timeout=0.5)
+    began = time.perf_counter()
+    with pytest.raises(BackendTimeoutError):
+        batcher(["stuck"])
+    assert time.perf_counter() - began < 2.0
+    release.set()  # the stuck call returns; the next caller is served
+    assert batcher(["next"]) == ["NEXT"]
