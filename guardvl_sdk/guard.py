@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -244,10 +245,13 @@ class Guard:
                 while the model is busy) are generated as one batch; None turns dynamic
                 batching off. See :class:`~guardvl_sdk.backends.local.LocalBackend`.
             max_batch_size: Most prompts in one dynamic batch.
-            **model_kwargs: Passed to the model's ``from_pretrained``.
+            **model_kwargs: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...) goes to the guard;
+                the rest to the model's ``from_pretrained``.
         """
         from guardvl_sdk.backends.local import LocalBackend
 
+        options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,
             quantization=quantization,
@@ -276,6 +280,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **options,
         )
 
     @classmethod
@@ -299,6 +304,7 @@ class Guard:
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
         threshold: float | None = None,
+        **options: Any,
     ) -> Guard:
         """Use a guard model served by an inference engine (vLLM, SGLang, TGI, transformers serve).
 
@@ -319,6 +325,11 @@ class Guard:
             batch_size: Prompts per backend call in :meth:`check_batch`; default
                 ``max_concurrency``, so a batch keeps that many requests in flight.
             audit, cache, threshold: See :class:`Guard`.
+            **options: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...).
+
+        Raises:
+            ConfigurationError: An option :class:`Guard` does not have.
 
         See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries; for
         its other options (extra headers, the cool-down of a server that is down) build one and
@@ -326,6 +337,12 @@ class Guard:
         """
         from guardvl_sdk.backends.remote import RemoteBackend
 
+        forwarded = _guard_options(options)
+        if options:
+            raise ConfigurationError(
+                f"Guard.from_server got unknown option(s) {sorted(options)}; Guard's options: "
+                f"{', '.join(sorted(_guard_option_names()))}"
+            )
         backend = RemoteBackend(
             base_url,
             model=model,
@@ -347,6 +364,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **forwarded,
         )
 
     @classmethod
@@ -778,3 +796,15 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     raise InvalidInputError(
         f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
     )
+
+
+def _guard_option_names() -> frozenset[str]:
+    """The keyword options of :class:`Guard` (its constructor is the one list of them)."""
+    parameters = inspect.signature(Guard.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def _guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the :class:`Guard` options out of ``options`` (what a factory forwards to Guard)."""
+    names = _guard_option_names()
+    return {name: options.pop(name) for name in list(options) if name in names}
