@@ -243,6 +243,8 @@ def _outcome(
     raw = entry.get("raw") or ""
     categories = tuple(entry.get("categories") or ())
     shown = [f"[image {image.name}]" for image in record.images] + [record.request]
+    if record.messages is not None:  # a multi-turn item: its turns, images by name only
+        shown = [f"[{m.get('role')}] {_text_of(m.get('content'))}" for m in record.messages]
     if record.response is not None:
         shown.append(f"[response] {record.response}")
     return Outcome(
@@ -268,6 +270,19 @@ def _outcome(
         if raw
         else None,
     )
+
+
+def _text_of(content: Any) -> str:
+    """A chat message's content as text for the report (image parts as ``[image]``)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) if part.get("type") == "text" else "[image]"
+            for part in content
+            if isinstance(part, dict)
+        )
+    return ""
 
 
 def _key(record: Record, guard: Guard) -> str:
