@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.audit import AuditRecord, AuditSink
-from guardvl_sdk.backends.base import Backend, Generation, Prompt
+from guardvl_sdk.backends.base import (
+    DEFAULT_MAX_TIME,
+    DEFAULT_TIMEOUT,
+    Backend,
+    Generation,
+    Prompt,
+)
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
@@ -30,11 +37,13 @@ from guardvl_sdk.inputs import (
     ImageInput,
     clean_text,
     load_image,
+    without_lone_surrogates,
 )
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
+from guardvl_sdk.redaction import redact
 from guardvl_sdk.telemetry import record_check
-from guardvl_sdk.verdict import Label, Status, Usage, Verdict
+from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
 from guardvl_sdk.windows import combine_windows, split_windows
 
 if TYPE_CHECKING:
@@ -104,8 +113,9 @@ class Guard:
         threshold: Decide the scored label (the request's, or the response's when a response
             is checked) by ``score >= threshold`` instead of the label the guard wrote, where
             the backend gives a score (see :attr:`~guardvl_sdk.verdict.Verdict.score`); ``raw``
-            keeps what it wrote. Without a score the written label stands. None (default): the
-            written labels decide.
+            keeps what it wrote. Without a score (or with one that is not a finite probability)
+            the written label stands, and a harmful written label always stands: the threshold
+            can only tighten. None (default): the written labels decide.
         triage: ``(low, high)``: before reasoning, read P(harmful) of the request label right
             after an empty reasoning block, in one forward pass (backends with
             ``label_probability``, such as the local one); below ``low`` the request is
@@ -193,7 +203,8 @@ class Guard:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
@@ -217,7 +228,12 @@ class Guard:
             revision: Branch, tag or commit of the model repository.
             trust_remote_code: Off unless you ask.
             max_new_tokens: Generation bound; an output that hits it is ``truncated``.
-            max_time: Seconds one generation may take; an output cut by it is ``truncated``.
+            max_time: Seconds one generation may take; an output cut by it is ``truncated``
+                (so the check fails closed). None: no limit.
+            timeout: The check deadline: seconds a check waits for the model, waiting behind
+                other callers included; past it the check fails closed (or raises
+                :class:`~guardvl_sdk.errors.BackendTimeoutError` under ``on_error="raise"``),
+                and the other callers are served as the model frees up. None: no deadline.
             adapter: A LoRA adapter (directory or hub id) trained on ``model`` with
                 ``guardvl_sdk.training``, applied on top of it.
             policy: See :class:`Guard`. Default: the policy saved with the adapter or the model
@@ -227,10 +243,13 @@ class Guard:
                 while the model is busy) are generated as one batch; None turns dynamic
                 batching off. See :class:`~guardvl_sdk.backends.local.LocalBackend`.
             max_batch_size: Most prompts in one dynamic batch.
-            **model_kwargs: Passed to the model's ``from_pretrained``.
+            **model_kwargs: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...) goes to the guard;
+                the rest to the model's ``from_pretrained``.
         """
         from guardvl_sdk.backends.local import LocalBackend
 
+        options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,
             quantization=quantization,
@@ -240,6 +259,7 @@ class Guard:
             trust_remote_code=trust_remote_code,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             adapter=adapter,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
@@ -258,6 +278,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **options,
         )
 
     @classmethod
@@ -281,6 +302,7 @@ class Guard:
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
         threshold: float | None = None,
+        **options: Any,
     ) -> Guard:
         """Use a guard model served by an inference engine (vLLM, SGLang, TGI, transformers serve).
 
@@ -301,6 +323,11 @@ class Guard:
             batch_size: Prompts per backend call in :meth:`check_batch`; default
                 ``max_concurrency``, so a batch keeps that many requests in flight.
             audit, cache, threshold: See :class:`Guard`.
+            **options: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...).
+
+        Raises:
+            ConfigurationError: An option :class:`Guard` does not have.
 
         See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries; for
         its other options (extra headers, the cool-down of a server that is down) build one and
@@ -308,6 +335,12 @@ class Guard:
         """
         from guardvl_sdk.backends.remote import RemoteBackend
 
+        forwarded = _guard_options(options)
+        if options:
+            raise ConfigurationError(
+                f"Guard.from_server got unknown option(s) {sorted(options)}; Guard's options: "
+                f"{', '.join(sorted(_guard_option_names()))}"
+            )
         backend = RemoteBackend(
             base_url,
             model=model,
@@ -329,6 +362,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **forwarded,
         )
 
     @classmethod
@@ -463,15 +497,34 @@ class Guard:
 
     def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
         items = list(items)
-        if len(items) == 1:
-            return [self._prepare(_as_check_input(items[0], 0))]
         checks = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
+                self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if len(items) == 1:
+                    raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
         return checks
+
+    def _record_refusal(self, item: object, error: InvalidInputError) -> None:
+        if self.audit is None:
+            return
+        fields = item if isinstance(item, Mapping) else {"text": item}
+        if isinstance(item, CheckInput):
+            fields = {"text": item.text, "response": item.response}
+        text, response = fields.get("text"), fields.get("response")
+        self.audit.write(
+            AuditRecord.refusal(
+                redact(str(error)),
+                text=without_lone_surrogates(text) if isinstance(text, str) else "",
+                response=without_lone_surrogates(response) if isinstance(response, str) else None,
+                model=self.model_id,
+                policy=self.policy.name,
+                include_content=self.audit.include_content,
+            )
+        )
 
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
@@ -649,17 +702,23 @@ class Guard:
         }
         result = outcome.result
         if isinstance(result, Exception):
-            logger.warning("guard backend failed (on_error=%s): %r", self.on_error, result)
-            return Verdict(
-                status=Status.ERROR, error=f"{type(result).__name__}: {result}", **common
-            )
+            error = redact(f"{type(result).__name__}: {result}")
+            logger.warning("guard backend failed (on_error=%s): %s", self.on_error, error)
+            return Verdict(status=Status.ERROR, error=error, **common)
         parsed = self.policy.parse(
             result.text, has_response=window.has_response, finished=result.finished
         )
         labels = {"request": parsed.request, "response": parsed.response}
-        if self.threshold is not None and result.score is not None and parsed.status is Status.OK:
-            decided = Label.HARMFUL if result.score >= self.threshold else Label.UNHARMFUL
-            labels[window.prompt.score_label] = decided
+        score = valid_score(result.score)  # NaN, infinite or out of [0, 1]: no score
+        scored = window.prompt.score_label
+        # The threshold may turn a written label harmful, never a harmful one unharmful.
+        if (
+            self.threshold is not None
+            and score is not None
+            and parsed.status is Status.OK
+            and labels[scored] is not Label.HARMFUL
+        ):
+            labels[scored] = Label.HARMFUL if score >= self.threshold else Label.UNHARMFUL
         return Verdict(
             request=labels["request"],
             response=labels["response"],
@@ -667,7 +726,7 @@ class Guard:
             categories=parsed.categories,
             reasoning=parsed.reasoning,
             raw=result.text,
-            score=result.score,
+            score=score,
             status=parsed.status,
             error=parsed.error,
             usage=Usage(
@@ -734,3 +793,15 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     raise InvalidInputError(
         f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
     )
+
+
+def _guard_option_names() -> frozenset[str]:
+    """The keyword options of :class:`Guard` (its constructor is the one list of them)."""
+    parameters = inspect.signature(Guard.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def _guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the :class:`Guard` options out of ``options`` (what a factory forwards to Guard)."""
+    names = _guard_option_names()
+    return {name: options.pop(name) for name in list(options) if name in names}
