@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import (
@@ -417,14 +417,32 @@ class Guard:
         """
         return self.check_batch([CheckInput(text, image, response, messages)])[0]
 
-    def check_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Check several inputs, batched on the backend; verdicts come back in order.
 
         Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image``,
         ``response`` and ``messages``, or a plain request string.
+
+        Args:
+            items: The checks.
+            return_exceptions: Put an item's error (an unreadable input; under
+                ``on_error="raise"`` a failed check) in its place in the list instead of
+                raising it, so the other items are decided, each once (and audited once).
         """
-        checks = self._prepare_all(items)
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+        checks = self._prepare_all(items, return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = self._triage(pending)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
         outcomes: list[_Outcome] = []
@@ -433,7 +451,7 @@ class Guard:
             began = time.perf_counter()
             results = self._generate(chunk)
             outcomes += [_Outcome(r, _ms_since(began)) for r in results]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     async def acheck(
         self,
@@ -446,13 +464,27 @@ class Guard:
         """Like :meth:`check`, without blocking the event loop."""
         return (await self.acheck_batch([CheckInput(text, image, response, messages)]))[0]
 
-    async def acheck_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Like :meth:`check_batch`, without blocking the event loop."""
         agenerate = getattr(self.backend, "agenerate", None)
         if agenerate is None:
-            return await asyncio.to_thread(self.check_batch, list(items))
-        checks = await asyncio.to_thread(self._prepare_all, list(items))
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+            return await asyncio.to_thread(
+                self.check_batch, list(items), return_exceptions=return_exceptions
+            )
+        checks = await asyncio.to_thread(self._prepare_all, list(items), return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = await asyncio.to_thread(self._triage, pending) if self.triage else {}
         rest = [p for i, p in enumerate(pending) if i not in triaged]
 
@@ -465,7 +497,7 @@ class Guard:
         chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         results = await asyncio.gather(*(run(chunk) for chunk in chunks))
         outcomes = [outcome for chunk in results for outcome in chunk]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     def session(
         self,
@@ -495,14 +527,19 @@ class Guard:
 
     # -- the one-way flow: inputs -> prompt -> generation -> parsed -> verdict -> decision -----
 
-    def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
+    def _prepare_all(
+        self, items: Iterable[BatchItem], return_exceptions: bool = False
+    ) -> list[_Check | InvalidInputError]:
         items = list(items)
-        checks = []
+        checks: list[_Check | InvalidInputError] = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
                 self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if return_exceptions:
+                    checks.append(exc)
+                    continue
                 if len(items) == 1:
                     raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
@@ -658,17 +695,30 @@ class Guard:
             return [exc] * len(prompts)
         return _per_prompt(generations, len(prompts))
 
-    def _finish_all(self, checks: list[_Check], outcomes: list[_Outcome]) -> list[Verdict]:
-        verdicts = []
+    def _finish_all(
+        self,
+        checks: list[_Check | InvalidInputError],
+        outcomes: list[_Outcome],
+        return_exceptions: bool = False,
+    ) -> list[Verdict | GuardVLError]:
+        verdicts: list[Verdict | GuardVLError] = []
         position = 0
         for check in checks:
+            if isinstance(check, InvalidInputError):  # refused (and recorded) when prepared
+                verdicts.append(check)
+                continue
             if check.verdict is not None:  # a cache hit
                 self._record(check, check.verdict)
                 verdicts.append(check.verdict)
                 continue
             mine = outcomes[position : position + len(check.windows)]
             position += len(check.windows)
-            verdicts.append(self._finish(check, mine))
+            try:
+                verdicts.append(self._finish(check, mine))
+            except GuardVLError as exc:  # on_error="raise"
+                if not return_exceptions:
+                    raise
+                verdicts.append(exc)
         return verdicts
 
     def _finish(self, check: _Check, outcomes: list[_Outcome]) -> Verdict:
@@ -793,6 +843,11 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     raise InvalidInputError(
         f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
     )
+
+
+def _ready(checks: list[_Check | InvalidInputError]) -> list[_Check]:
+    """The checks that were prepared (not refused)."""
+    return [check for check in checks if isinstance(check, _Check)]
 
 
 def _guard_option_names() -> frozenset[str]:

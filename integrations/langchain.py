@@ -49,7 +49,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import ConfigDict, Field, model_validator
 
 from guardvl_sdk.checks import CheckInput
-from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
+from guardvl_sdk.errors import ConfigurationError, GuardBlocked, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
@@ -297,54 +297,37 @@ class GuardRunnable(Runnable[Any, Any]):
     def _batch(self, values: list[Any], run_manager: list[CallbackManagerForChainRun]) -> list[Any]:
         chains = [manager.parent_run_id for manager in run_manager]
         checks = self._prepare_many(values, chains)
-        ready = [check for check in checks if isinstance(check, _Prepared)]
-        try:
-            verdicts = iter(self.guard.check_batch([check.as_input() for check in ready]))
-        except InvalidInputError:  # an unreadable image in one item: find which, one by one
-            return [
-                self._one(v, c, chain) for v, c, chain in zip(values, checks, chains, strict=True)
-            ]
-        return [
-            check if isinstance(check, Exception) else self._observed(next(verdicts), v, check, c)
-            for v, check, c in zip(values, checks, chains, strict=True)
-        ]
+        ready = [check.as_input() for check in checks if isinstance(check, _Prepared)]
+        found = self.guard.check_batch(ready, return_exceptions=True)
+        return self._decide_many(values, checks, chains, found)
 
     async def _abatch(
         self, values: list[Any], run_manager: list[AsyncCallbackManagerForChainRun]
     ) -> list[Any]:
         chains = [manager.parent_run_id for manager in run_manager]
         checks = self._prepare_many(values, chains)
-        ready = [check for check in checks if isinstance(check, _Prepared)]
-        try:
-            found = await self.guard.acheck_batch([check.as_input() for check in ready])
-        except InvalidInputError:
-            return [
-                await self._aone(v, check, chain)
-                for v, check, chain in zip(values, checks, chains, strict=True)
-            ]
-        verdicts = iter(found)
-        return [
-            check if isinstance(check, Exception) else self._observed(next(verdicts), v, check, c)
-            for v, check, c in zip(values, checks, chains, strict=True)
-        ]
+        ready = [check.as_input() for check in checks if isinstance(check, _Prepared)]
+        found = await self.guard.acheck_batch(ready, return_exceptions=True)
+        return self._decide_many(values, checks, chains, found)
 
-    def _one(self, value: Any, check: _Prepared | Exception, chain: UUID | None) -> Any:
-        if isinstance(check, Exception):
-            return check
-        try:
-            verdict = self._reporter.check(check.request, check.response)
-            return self._decide(verdict, value, check, chain)
-        except Exception as exc:
-            return exc
-
-    async def _aone(self, value: Any, check: _Prepared | Exception, chain: UUID | None) -> Any:
-        if isinstance(check, Exception):
-            return check
-        try:
-            verdict = await self._reporter.acheck(check.request, check.response)
-            return self._decide(verdict, value, check, chain)
-        except Exception as exc:
-            return exc
+    def _decide_many(
+        self,
+        values: list[Any],
+        checks: list[_Prepared | Exception],
+        chains: list[UUID | None],
+        found: list[Verdict | GuardVLError],
+    ) -> list[Any]:
+        """Each item's result of one guard batch: its value, or its exception (each item once)."""
+        results = iter(found)
+        decided: list[Any] = []
+        for value, check, chain in zip(values, checks, chains, strict=True):
+            result = check if isinstance(check, Exception) else next(results)
+            if isinstance(result, Exception):
+                decided.append(result)
+            else:
+                assert isinstance(check, _Prepared)
+                decided.append(self._observed(result, value, check, chain))
+        return decided
 
     def _observed(self, verdict: Verdict, value: Any, check: _Prepared, chain: UUID | None) -> Any:
         """Report a verdict of a batch, then decide; a block becomes the item's exception."""
