@@ -105,8 +105,10 @@ class Guard:
             fetcher. Off by default: URLs are refused.
         cache: A :class:`~guardvl_sdk.cache.VerdictCache` to reuse ``ok`` verdicts of identical
             checks (marked ``cached=True``). Off by default.
-        max_text_chars: The text budget of one guard prompt. A longer request or response is
-            checked in overlapping windows of this size (harmful if any window is); never cut.
+        max_text_chars: The text budget of one guard prompt, in characters and in UTF-8 bytes
+            (a safe proxy for tokens: 6,000 emoji take 24,000 bytes). A longer request or
+            response is checked in overlapping windows within it (harmful if any window is);
+            never cut.
         window_overlap: Characters shared by consecutive windows.
         max_windows: Most windows one check may take; beyond it the check raises
             :class:`~guardvl_sdk.errors.InvalidInputError` (text too long).
@@ -630,10 +632,11 @@ class Guard:
     def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
         """The (request, response) pairs that cover a long text within the text budget."""
         size, overlap = self.max_text_chars, self.window_overlap
-        requests = split_windows(text, size, overlap)
+        # The budget counts characters and UTF-8 bytes (a safe proxy for tokens) alike.
+        requests = split_windows(text, size, overlap, max_bytes=size)
         answers: list[str | None] = [None]
         if response is not None:
-            answers = list(split_windows(response, size, overlap))
+            answers = list(split_windows(response, size, overlap, max_bytes=size))
         if len(requests) * len(answers) > self.max_windows:
             raise InvalidInputError(
                 f"text too long to check: {len(text) + len(response or '')} characters would "
