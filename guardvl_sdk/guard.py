@@ -15,9 +15,11 @@ from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import (
     DEFAULT_MAX_TIME,
     DEFAULT_TIMEOUT,
+    AsyncBackend,
     Backend,
     Generation,
     Prompt,
+    ScoringBackend,
 )
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
@@ -480,8 +482,8 @@ class Guard:
         self, items: Iterable[BatchItem], *, return_exceptions: bool = False
     ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Like :meth:`check_batch`, without blocking the event loop."""
-        agenerate = getattr(self.backend, "agenerate", None)
-        if agenerate is None:
+        backend = self.backend
+        if not isinstance(backend, AsyncBackend):
             return await asyncio.to_thread(
                 self.check_batch, list(items), return_exceptions=return_exceptions
             )
@@ -492,7 +494,7 @@ class Guard:
 
         async def run(chunk: list[Prompt]) -> list[_Outcome]:
             began = time.perf_counter()
-            results = await self._agenerate(agenerate, chunk)
+            results = await self._agenerate(backend.agenerate, chunk)
             return [_Outcome(r, _ms_since(began)) for r in results]
 
         step = self.batch_size
@@ -647,9 +649,9 @@ class Guard:
 
     def _triage(self, prompts: list[Prompt]) -> dict[int, _Outcome]:
         """Request checks the label probability decides alone (see ``triage``), by index."""
-        probe = getattr(self.backend, "label_probability", None)
-        if self.triage is None or probe is None:
+        if self.triage is None or not isinstance(self.backend, ScoringBackend):
             return {}
+        probe = self.backend.label_probability
         low, high = self.triage
         target = self.policy.target(request=Label.HARMFUL)
         continuation = target[: target.index("Request:") + len("Request:")]
