@@ -77,29 +77,38 @@ CONTENT_FILTER = "content_filter"
 # -- reading LangChain inputs ---------------------------------------------------------------
 
 
-def read_request(value: Any) -> tuple[str | None, list[Any]]:
-    """The text and images a guard checks in a LangChain input.
+def read_request(value: Any) -> Request:
+    """The request a guard checks in a LangChain input.
 
     Args:
         value: A str; a ``PromptValue``; a message or a list of messages (``BaseMessage``,
-            OpenAI-format dicts, ``(role, text)`` tuples), whose *user* turns are read; or a dict
-            of prompt variables, whose values are read the same way (a str that is an image
-            ``data:`` URL counts as an image, a number as text, ``None`` as nothing).
+            OpenAI-format dicts, ``(role, text)`` tuples), read as a whole conversation (every
+            role, tool calls and tool results, every image); or a dict of prompt variables,
+            whose values are read the same way (a str that is an image ``data:`` URL counts as
+            an image, a number as text, ``None`` as nothing).
 
     Returns:
-        The request text (the parts joined by blank lines, or None) and its images.
+        The :class:`~guardvl_sdk.hooks.Request`: its text and images, and its chat as
+        OpenAI-format ``messages`` when the input held messages.
 
     Raises:
         InvalidInputError: Nothing to check, or content the guard cannot read.
     """
-    request = _read(value)
-    return request.text, request.images
+    return _read(value)
+
+
+def _answer(message: BaseMessage) -> str | dict[str, Any]:
+    """A model's answer: its text, or with tool calls the assistant message (judged whole)."""
+    if isinstance(message, AIMessage) and message.tool_calls:
+        return dict(convert_to_openai_messages(message))
+    return str(message.text)
 
 
 def _read(value: Any) -> Request:
     reader = RequestReader()
     _read_into(value, "the input", reader)
-    if not any(text.strip() for text in reader.texts) and not reader.images:
+    empty = not any(text.strip() for text in reader.texts) and not reader.images
+    if empty and not reader.messages:
         raise InvalidInputError("nothing to check in the input: no user text and no image")
     return reader.request()
 
@@ -550,7 +559,7 @@ class GuardedChatModel(BaseChatModel):
         result = self.chat_model.generate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            verdicts = reporter.check_answers(request, [str(g.message.text) for g in generations])
+            verdicts = reporter.check_answers(request, [_answer(g.message) for g in generations])
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
@@ -570,7 +579,7 @@ class GuardedChatModel(BaseChatModel):
         result = await self.chat_model.agenerate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            answers = [str(g.message.text) for g in generations]
+            answers = [_answer(g.message) for g in generations]
             verdicts = await reporter.acheck_answers(request, answers)
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)

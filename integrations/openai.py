@@ -370,7 +370,10 @@ class _Guarding(_Proxy):
         return on_block
 
     def _decided(
-        self, completion: ChatCompletion, answers: dict[int, str], verdicts: list[Verdict]
+        self,
+        completion: ChatCompletion,
+        answers: dict[int, str | dict[str, Any]],
+        verdicts: list[Verdict],
     ) -> ChatCompletion:
         return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
 
@@ -411,9 +414,22 @@ def _answer_text(message: Any) -> str:
     return f"{reasoning}\n\n{content}" if reasoning else content
 
 
-def _answers(completion: ChatCompletion) -> dict[int, str]:
-    """The text of each choice, by index; a choice without text (tool calls only) has ``""``."""
-    return {c.index: _answer_text(c.message) for c in completion.choices}
+def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
+    """The answer of each choice, by index: its text (with its reasoning), or with tool calls the
+    assistant message (the calls' names and arguments are judged as part of the answer)."""
+    answers: dict[int, str | dict[str, Any]] = {}
+    for choice in completion.choices:
+        text = _answer_text(choice.message)
+        calls = choice.message.tool_calls or []
+        if not calls:
+            answers[choice.index] = text
+            continue
+        answers[choice.index] = {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
+        }
+    return answers
 
 
 @dataclass
