@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT
 from guardvl_sdk.errors import ConfigurationError
 from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS
 
@@ -63,7 +64,10 @@ class LocalBackendConfig(_Section):
     revision: str | None = None
     trust_remote_code: bool = False
     max_new_tokens: int = Field(default=1024, ge=1)
-    max_time: float | None = Field(default=None, gt=0)
+    max_time: float | None = Field(default=DEFAULT_MAX_TIME, gt=0)
+    timeout: float | None = Field(
+        default=DEFAULT_TIMEOUT, gt=0, description="the check deadline, queueing included"
+    )
     adapter: str | None = None
     batch_window_ms: float | None = Field(default=5.0, ge=0)
     max_batch_size: int = Field(default=16, ge=1)
@@ -222,6 +226,7 @@ class GuardConfig(_Section):
             trust_remote_code=config.trust_remote_code,
             max_new_tokens=config.max_new_tokens,
             max_time=config.max_time,
+            timeout=config.timeout,
             adapter=config.adapter,
             batch_window_ms=config.batch_window_ms,
             max_batch_size=config.max_batch_size,

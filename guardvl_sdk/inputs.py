@@ -20,13 +20,13 @@ import contextlib
 import io
 import math
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union, cast
 
 from guardvl_sdk.errors import InvalidInputError
+from guardvl_sdk.text import without_lone_surrogates
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +48,7 @@ __all__ = [
     "load_image",
     "load_images",
     "to_data_url",
+    "without_lone_surrogates",
 ]
 
 ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, "Image.Image", "np.ndarray"]
@@ -84,7 +85,6 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # palette and 1-bit images are converted to RGBA or L before downscaling).
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 4, "PA": 4, "I;16": 2, "I;16B": 2, "I;16L": 2}
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 MAX_ASPECT_RATIO = 200
 """Qwen2.5-VL's image processor refuses images more elongated than this."""
@@ -124,7 +124,7 @@ def clean_text(value: object, *, what: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a str, got {type(value).__name__}")
-    return _LONE_SURROGATE.sub("\ufffd", value)
+    return without_lone_surrogates(value)
 
 
 def load_images(

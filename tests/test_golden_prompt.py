@@ -153,6 +153,7 @@ def test_remote_backend_sends_the_official_layout(
         messages.append({**message, "content": content})
     rendered = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert rendered == golden(user)
-    assert [image.getpixel((0, 0)) for image in received] == [
-        image.getpixel((0, 0)) for image in sent_images
-    ]
+    assert [image.size for image in received] == [image.size for image in sent_images]
+    for got, sent in zip(received, sent_images, strict=True):  # JPEG: close, not exact
+        pixels = zip(got.getpixel((0, 0)), sent.getpixel((0, 0)), strict=True)
+        assert max(abs(a - b) for a, b in pixels) < 8

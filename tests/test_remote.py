@@ -90,48 +90,14 @@ def test_a_check_sends_the_policy_messages_greedy_and_bounded(server: FakeChatSe
     system, user = body["messages"]
     assert system == {"role": "system", "content": guard.policy.instruction}
     header, image_part, text_part = user["content"]
-    sent = load_image(image_part["image_url"]["url"])
-    assert np.array_equal(np.asarray(sent), np.asarray(image))
+    url = image_part["image_url"]["url"]
+    sent = load_image(url)
+    assert url.startswith("data:image/jpeg;base64,") and sent.size == image.size
+    # JPEG at quality 95: the same picture (noise is JPEG's worst case); lossless: image_format.
+    difference = np.abs(np.asarray(sent, dtype=np.int16) - np.asarray(image, dtype=np.int16))
+    assert difference.mean() < 8
     assert header == {"type": "text", "text": "Human user:\n"}
     assert text_part == {"type": "text", "text": "\nIs this safe?\n\nAI assistant:\nNone\n\n"}
-
-
-def refuses_stop_strings(body: dict[str, Any]) -> str | FakeReply:
-    """Answers as transformers serve 5.x does to stop strings with a vision-language model."""
-    if "stop" in body:
-        return FakeReply(status=500, body='{"error": "no attribute \'get_vocab\'"}')
-    return RESULT_SAFE_REQUEST + "\nand then the server kept generating"
-
-
-def test_a_server_that_refuses_stop_strings_is_found_once_and_sent_none(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with FakeChatServer(refuses_stop_strings) as fake, caplog.at_level("INFO", "guardvl_sdk"):
-        guard = fast_guard(fake.url)  # stop strings on, the default
-        verdicts = [guard.check("hi"), *guard.check_batch(["a", "b"])]
-        assert [v.status for v in verdicts] == [Status.OK] * 3
-        assert verdicts[0].raw.endswith("</result>")  # still cut there
-        # One refused request, its retry without stop strings, then none sent at all.
-        assert ["stop" in body for body in fake.requests] == [True, False, False, False]
-    notes = [r.message for r in caplog.records if "refuses stop strings" in r.message]
-    assert len(notes) == 1 and fake.url in notes[0]
-
-
-async def test_the_async_path_finds_a_server_that_refuses_stop_strings() -> None:
-    with FakeChatServer(refuses_stop_strings) as fake:
-        guard = fast_guard(fake.url)
-        verdicts = [await guard.acheck("hi"), await guard.acheck("again")]
-        assert [v.status for v in verdicts] == [Status.OK] * 2
-        assert ["stop" in body for body in fake.requests] == [True, False, False]
-
-
-def test_a_real_server_error_is_not_mistaken_for_refused_stop_strings() -> None:
-    script = [FakeReply(status=500, body="{}")] * 3 + [RESULT_SAFE_REQUEST]
-    with FakeChatServer(script) as fake:
-        guard = fast_guard(fake.url, max_retries=2)
-        assert guard.check("hi").status is Status.OK
-        # The probe without stop strings failed too, so stop strings stay on for this server.
-        assert ["stop" in body for body in fake.requests] == [True, False, True, True]
 
 
 def test_options_reach_the_request(server: FakeChatServer) -> None:
@@ -260,9 +226,7 @@ def test_other_4xx_are_not_retried(status: int) -> None:
     with FakeChatServer(FakeReply(status=status, body='{"detail": "no"}')) as fake:
         with pytest.raises(BackendStatusError) as caught:
             fast_guard(fake.url, on_error="raise").check("x")
-        # 400 and 422 may be a refusal of stop strings: asked once without them, then given up.
-        probed = [False] if status in (400, 422) else []
-        assert ["stop" in body for body in fake.requests] == [True, *probed]
+        assert len(fake.requests) == 1
     assert caught.value.status_code == status and caught.value.body == {"detail": "no"}
 
 

@@ -172,26 +172,6 @@ def test_check_matches_the_local_backend(
         assert remote.usage.completion_tokens == local.usage.completion_tokens
 
 
-def test_defaults_give_verdicts(
-    servers: list[Server], tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Stop strings on, as by default: a server that refuses them is found and sent none."""
-    guard = Guard.from_server(
-        servers[0].url, model=str(tiny_model_dir), max_new_tokens=MAX_NEW_TOKENS, timeout=60
-    )
-    with caplog.at_level("INFO", "guardvl_sdk"):
-        verdicts = [
-            guard.check("How do I pick a lock?"),
-            guard.check("What is in this picture?", gradient(96, 64)),
-            *guard.check_batch(["one", "two"]),
-        ]
-    for verdict in verdicts:
-        assert_plumbed(verdict)
-    notes = [r.message for r in caplog.records if "refuses stop strings" in r.message]
-    print(f"stop strings refused: {notes}")
-    assert len(notes) <= 1
-
-
 def test_batch_and_concurrent_checks(servers: list[Server], tiny_model_dir: Path) -> None:
     guard = remote_guard(servers[0].url, tiny_model_dir, max_concurrency=4)
     items = [f"request number {i}" for i in range(6)]

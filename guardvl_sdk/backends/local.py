@@ -6,18 +6,19 @@ instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this modul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from guardvl_sdk.backends.base import Generation, Prompt
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, Generation, Prompt
 from guardvl_sdk.backends.loading import Quantization, load_model
 from guardvl_sdk.backends.prefix_cache import InstructionPrefix, forget_rope_deltas
 from guardvl_sdk.backends.scoring import STOP_STRINGS, label_side, label_token_index
-from guardvl_sdk.errors import ConfigurationError
+from guardvl_sdk.errors import BackendTimeoutError, ConfigurationError
 
-__all__ = ["LocalBackend", "Quantization"]
+__all__ = ["DEFAULT_MAX_TIME", "DEFAULT_TIMEOUT", "LocalBackend", "Quantization"]
 
 
 class LocalBackend:
@@ -42,7 +43,12 @@ class LocalBackend:
         max_new_tokens: Generation bound; an output that reaches it is ``truncated``. 4096, as in
             the authors' decoding.
         max_time: Seconds one ``generate`` call may take; outputs cut by it are ``truncated``
-            (so the guard's failure policy decides). None: no time limit.
+            (so the guard's failure policy decides). Default :data:`DEFAULT_MAX_TIME`; None: no
+            time limit.
+        timeout: Seconds a caller waits for its outputs, waiting for other callers' generations
+            included; past it the caller gets :class:`~guardvl_sdk.errors.BackendTimeoutError`
+            (so the guard fails closed) and the others are served as the model frees up.
+            Default :data:`DEFAULT_TIMEOUT`; None: wait as long as it takes.
         batch_window_ms: How long the first of several concurrent callers waits for others to
             join its batch (a lone caller's added latency is at most this). None: no dynamic
             batching; concurrent calls run one after another.
@@ -57,7 +63,8 @@ class LocalBackend:
         *,
         model_id: str,
         max_new_tokens: int = 4096,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
         prefix_cache: bool = True,
@@ -93,13 +100,17 @@ class LocalBackend:
             max_time=max_time,
         )
         self._lock = threading.Lock()
+        self.timeout = timeout
         self._label_ids = _label_token_ids(tokenizer)
         self.prefix_cache = prefix_cache
         self._prefixes: dict[str, InstructionPrefix | None] = {}
         self._batcher: Batcher[Prompt, Generation] | None = None
         if batch_window_ms is not None:
             self._batcher = Batcher(
-                self._generate_now, window=batch_window_ms / 1000, max_batch_size=max_batch_size
+                self._generate_now,
+                window=batch_window_ms / 1000,
+                max_batch_size=max_batch_size,
+                timeout=timeout,
             )
 
     @classmethod
@@ -113,7 +124,8 @@ class LocalBackend:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 4096,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
@@ -131,7 +143,7 @@ class LocalBackend:
             revision: A branch, tag or commit of the model repository.
             trust_remote_code: Run code shipped with the checkpoint. Off unless you ask.
             max_new_tokens: Generation bound.
-            max_time: Seconds one ``generate`` call may take (see :class:`LocalBackend`).
+            max_time, timeout: Time bounds (see :class:`LocalBackend`).
             adapter: A PEFT (LoRA) adapter to apply on top of the model (needs ``peft``).
             batch_window_ms, max_batch_size: Dynamic batching (see :class:`LocalBackend`).
             prefix_cache: Reuse the instruction prefix's key/value cache (see
@@ -154,6 +166,7 @@ class LocalBackend:
             model_id=name,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
             prefix_cache=prefix_cache,
@@ -219,6 +232,19 @@ class LocalBackend:
             )
         ]
 
+    @contextlib.contextmanager
+    def _model_turn(self) -> Iterator[None]:
+        """Hold the model, waiting at most ``timeout`` for a call in progress (one may hang)."""
+        if not self._lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise BackendTimeoutError(
+                f"the model stayed busy for {self.timeout} s (a generation may be stuck): "
+                "failing closed"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _run(
         self, prompts: Sequence[Prompt], config: Any, *, continuation: str = ""
     ) -> tuple[list[list[int]], list[int], Any, Any]:
@@ -233,7 +259,7 @@ class LocalBackend:
             for p in prompts
         ]
         images = [image for p in prompts for image in p.images]
-        with self._lock, torch.inference_mode():
+        with self._model_turn(), torch.inference_mode():
             inputs = self.processor(
                 text=texts, images=images or None, padding=True, return_tensors="pt"
             )

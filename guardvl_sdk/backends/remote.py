@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import json
 import logging
 import math
 import socket
@@ -34,6 +35,14 @@ from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.chat_api import chat_messages, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
 from guardvl_sdk.backends.scoring import STOP_STRINGS
+from guardvl_sdk.bounded_http import (
+    BodyTooLarge,
+    aread_body,
+    async_transport,
+    deadline,
+    read_body,
+    transport,
+)
 from guardvl_sdk.errors import (
     BackendConnectionError,
     BackendError,
@@ -41,6 +50,7 @@ from guardvl_sdk.errors import (
     BackendTimeoutError,
     ConfigurationError,
 )
+from guardvl_sdk.redaction import redact
 
 __all__ = ["RETRY_STATUSES", "RemoteBackend", "parse_retry_after"]
 
@@ -54,9 +64,8 @@ TOP_LOGPROBS = 5
 
 _MAX_ERROR_BODY = 4096
 
-# What a server that refuses stop strings answers to them: transformers serve fails with HTTP
-# 500 on a vision-language processor; a server that rejects the field answers 400 or 422.
-_STOP_REFUSED = frozenset({400, 422, 500})
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Largest answer body read (4,096 tokens with top-5 log probabilities take about 3 MB)."""
 
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
@@ -79,8 +88,13 @@ class RemoteBackend:
       the next server in turn. A ``Retry-After`` header (seconds or an HTTP date) is honoured up
       to ``max_backoff``; its server is skipped meanwhile, so with another server up the retry
       goes there at once.
-    - Any other 4xx, or a success whose body is not a chat completion (malformed JSON): not
-      retried.
+    - Any other 4xx, a success whose body is not a chat completion (malformed JSON), or a body
+      over ``max_response_bytes``: not retried.
+
+    ``timeout`` bounds each attempt on a server in total (connecting, sending, the headers and
+    the whole body), not only the wait between bytes: a server that drips its answer cannot hold
+    a check longer. Error texts kept from a server's answer have credentials redacted (the API
+    key, header values, anything shaped like a token; see :mod:`guardvl_sdk.redaction`).
 
     A prompt that still fails gets a :class:`~guardvl_sdk.backends.base.Generation` whose
     ``error`` says why: ``BackendStatusError``, ``BackendConnectionError``,
@@ -92,20 +106,20 @@ class RemoteBackend:
             (replicas serving the same model).
         model: The served model name (vLLM's ``--served-model-name``).
         api_key: Sent as ``Authorization: Bearer ...`` when given.
-        timeout: Seconds to wait for each answer (connecting: at most 5 of them).
+        timeout: Seconds one attempt on one server may take in all, body included
+            (connecting: at most 5 of them).
         max_concurrency: Most requests in flight at once, for sync calls and per event loop.
         max_retries: Retries of a failed request (attempts = 1 + max_retries).
         max_new_tokens: Generation bound (``max_tokens``); an answer that hits it is ``truncated``.
-            4096, as in the authors' decoding.
         logprobs: Ask for token log probabilities to fill ``Verdict.score``. Servers that do not
             return them (``transformers serve``) leave the score None.
         stop: Send ``</result>`` as a stop string. The text is cut after ``</result>`` either
-            way. A server that fails a request with stop strings (HTTP 400, 422 or 500) is asked
-            once more without them; if it answers, its checks go without them from then on
-            (``transformers serve`` 5.x with vision-language models; logged at INFO once).
+            way; turn this off for servers that fail on stop strings (``transformers serve`` 5.x
+            with vision-language models).
         extra_body: Extra request fields, e.g. ``{"repetition_penalty": 1.0}`` for vLLM.
         headers: Extra HTTP headers.
         cooldown: Seconds a server that failed to connect is skipped.
+        max_response_bytes: Largest answer body read; a longer one fails its prompt.
     """
 
     backoff: float = 0.5
@@ -128,6 +142,7 @@ class RemoteBackend:
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         cooldown: float = 10.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls or not all(
@@ -148,6 +163,9 @@ class RemoteBackend:
         self.logprobs = logprobs
         self.stop = stop
         self.extra_body = dict(extra_body or {})
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self._secrets = [api_key, *(headers or {}).values()]
         self._transport_options: dict[str, Any] = {
             "limits": httpx2.Limits(
                 max_connections=max_concurrency, max_keepalive_connections=max_concurrency
@@ -164,9 +182,6 @@ class RemoteBackend:
             },
         }
         self._lock = threading.Lock()
-        # Servers found to refuse stop strings (asked once each, see _stop_probe), and those asked.
-        self._no_stop: set[str] = set()
-        self._stop_probed: set[str] = set()
         self._client: httpx2.Client | None = None
         self._executor: ThreadPoolExecutor | None = None
         # An async client belongs to the event loop it was first used in.
@@ -199,8 +214,8 @@ class RemoteBackend:
                 )
                 retrying = AsyncRetrying(**self._retry_policy())
                 return await retrying(self._apost, client, slots, body, prompt.score_label)
-            except BackendError as exc:
-                return Generation(text="", finished=False, error=exc)
+            except Exception as exc:  # one malformed reply fails its own prompt, not the batch
+                return Generation(text="", finished=False, error=self._typed(exc))
 
         return list(await asyncio.gather(*(one(prompt) for prompt in prompts)))
 
@@ -234,8 +249,15 @@ class RemoteBackend:
             body = self._body(prompt)
             retrying = Retrying(**self._retry_policy())
             return retrying(self._post, self._sync_client(), body, prompt.score_label)
-        except BackendError as exc:
-            return Generation(text="", finished=False, error=exc)
+        except Exception as exc:  # one malformed reply fails its own prompt, not the batch
+            return Generation(text="", finished=False, error=self._typed(exc))
+
+    def _typed(self, exc: Exception) -> BackendError:
+        if isinstance(exc, BackendError):
+            return exc
+        error = BackendError(redact(f"unreadable answer: {exc!r}", self._secrets))
+        error.__cause__ = exc
+        return error
 
     def _body(self, prompt: Prompt) -> dict[str, Any]:
         try:
@@ -264,17 +286,22 @@ class RemoteBackend:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
+            request = client.build_request("POST", f"{url}/chat/completions", json=body)
             try:
-                response = client.post(f"{url}/chat/completions", json=self._for(url, body))
-                if self._stop_probe(url, body, response):
-                    retry = client.post(f"{url}/chat/completions", json=_without_stop(body))
-                    response = self._stop_probed_with(url, response, retry)
+                with deadline(self.timeout):
+                    response = client.send(request, stream=True)
+                    try:
+                        content = read_body(response, self.max_response_bytes)
+                    finally:
+                        response.close()
             except _SLOW as exc:
                 raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
             except httpx2.TransportError as exc:
                 failure = self._unreachable(url, exc)
                 continue
-            return self._read(url, response, score_label)
+            except BodyTooLarge as exc:
+                raise BackendError(f"{url} answered too much: {exc}") from exc
+            return self._read(url, response, content, score_label)
         assert failure is not None
         raise failure
 
@@ -289,61 +316,24 @@ class RemoteBackend:
         failure: BackendConnectionError | None = None
         async with slots:
             for url in self.pool.order():
+                request = client.build_request("POST", f"{url}/chat/completions", json=body)
                 try:
-                    response = await client.post(
-                        f"{url}/chat/completions", json=self._for(url, body)
-                    )
-                    if self._stop_probe(url, body, response):
-                        retry = await client.post(
-                            f"{url}/chat/completions", json=_without_stop(body)
-                        )
-                        response = self._stop_probed_with(url, response, retry)
+                    with deadline(self.timeout):
+                        response = await client.send(request, stream=True)
+                        try:
+                            content = await aread_body(response, self.max_response_bytes)
+                        finally:
+                            await response.aclose()
                 except _SLOW as exc:
                     raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
                 except httpx2.TransportError as exc:
                     failure = self._unreachable(url, exc)
                     continue
-                return self._read(url, response, score_label)
+                except BodyTooLarge as exc:
+                    raise BackendError(f"{url} answered too much: {exc}") from exc
+                return self._read(url, response, content, score_label)
         assert failure is not None
         raise failure
-
-    # -- servers that refuse stop strings -------------------------------------------------------
-
-    def _for(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The request body for ``url``: without stop strings if that server refuses them."""
-        return _without_stop(body) if url in self._no_stop else body
-
-    def _stop_probe(self, url: str, body: dict[str, Any], response: httpx2.Response) -> bool:
-        """Whether to send this failed request again without stop strings, to learn if ``url``
-        refuses them (``transformers serve`` does). Each server is asked once."""
-        if "stop" not in body or response.status_code not in _STOP_REFUSED:
-            return False
-        with self._lock:
-            if url in self._stop_probed or url in self._no_stop:
-                return False
-            self._stop_probed.add(url)
-            return True
-
-    def _stop_probed_with(
-        self, url: str, refused: httpx2.Response, retry: httpx2.Response
-    ) -> httpx2.Response:
-        """The answer to keep after a probe; a server that answered it is sent no stop strings.
-
-        The parser never reads past ``</result>`` and the answer is cut there anyway, so the only
-        cost is the few tokens the server generates after it.
-        """
-        if retry.status_code >= 400:
-            return refused
-        with self._lock:
-            self._no_stop.add(url)
-        logger.info(
-            "%s refuses stop strings (HTTP %d to a request with them, HTTP %d without): its "
-            "checks are sent without them; answers are still cut after </result>",
-            url,
-            refused.status_code,
-            retry.status_code,
-        )
-        return retry
 
     def _unreachable(self, url: str, exc: httpx2.TransportError) -> BackendConnectionError:
         """Mark ``url`` down and return the typed error; the attempt moves on to the next server."""
@@ -358,13 +348,15 @@ class RemoteBackend:
         error.__cause__ = exc
         return error
 
-    def _read(self, url: str, response: httpx2.Response, score_label: str) -> Generation:
+    def _read(
+        self, url: str, response: httpx2.Response, content: bytes, score_label: str
+    ) -> Generation:
         status = response.status_code
         if status >= 400:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None and _retryable_status(status):
                 self.pool.mark_down(url, min(retry_after, self.pool.cooldown))
-            body = _error_body(response)
+            body = self._error_body(content)
             raise BackendStatusError(
                 f"{url} answered HTTP {status}: {str(body)[:200]}",
                 status_code=status,
@@ -373,15 +365,23 @@ class RemoteBackend:
             )
         self.pool.mark_up(url)
         try:
-            data = response.json()
+            data = json.loads(content)
         except ValueError as exc:
             raise BackendError(
                 f"{url} answered HTTP {status} with malformed JSON: {exc}",
                 status_code=status,
-                body=response.text[:_MAX_ERROR_BODY],
+                body=self._error_body(content),
             ) from exc
         generation = read_completion(data, score_label=score_label)
         return dataclasses.replace(generation, extra={**generation.extra, "endpoint": url})
+
+    def _error_body(self, content: bytes) -> Any:
+        """An error answer's body (its JSON, else the start of its text), credentials redacted."""
+        text = redact(content[:_MAX_ERROR_BODY].decode("utf-8", "replace"), self._secrets)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
 
     # -- retries --------------------------------------------------------------------------------
 
@@ -408,8 +408,8 @@ class RemoteBackend:
     def _sync_client(self) -> httpx2.Client:
         with self._lock:
             if self._client is None:
-                transport = httpx2.HTTPTransport(**self._transport_options)
-                self._client = httpx2.Client(transport=transport, **self._client_options)
+                transport_ = transport(**self._transport_options)
+                self._client = httpx2.Client(transport=transport_, **self._client_options)
             return self._client
 
     def _thread_pool(self) -> ThreadPoolExecutor:
@@ -425,8 +425,9 @@ class RemoteBackend:
         with self._lock:
             state = self._async.get(loop)
             if state is None:
-                transport = httpx2.AsyncHTTPTransport(**self._transport_options)
-                client = httpx2.AsyncClient(transport=transport, **self._client_options)
+                client = httpx2.AsyncClient(
+                    transport=async_transport(**self._transport_options), **self._client_options
+                )
                 state = self._async[loop] = (client, asyncio.Semaphore(self.max_concurrency))
             return state
 
@@ -448,10 +449,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _without_stop(body: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if key != "stop"}
-
-
 def _retryable_status(status: int) -> bool:
     return status in RETRY_STATUSES or status >= 500
 
@@ -460,10 +457,3 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, BackendStatusError):
         return _retryable_status(error.status_code or 0)
     return isinstance(error, BackendConnectionError)
-
-
-def _error_body(response: httpx2.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:_MAX_ERROR_BODY]
