@@ -59,7 +59,7 @@ class LocalBackend:
         max_batch_size: int = 16,
         prefix_cache: bool = True,
     ) -> None:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
         from guardvl_sdk.backends.batching import Batcher
 
@@ -80,14 +80,19 @@ class LocalBackend:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
         self._end_ids = set(eos_ids) | {pad_id}
         # A clean config: pure greedy as the authors decoded, whatever sampling defaults
-        # (temperature, repetition penalty) the checkpoint ships with.
+        # (temperature, repetition penalty) the checkpoint ships with. The stop strings are not
+        # in it: transformers would build their checker on every generate, and building it
+        # scans the whole vocabulary (about 0.3 s with Qwen2.5's 151,665 tokens). It is built
+        # once here and handed to every generate.
         self.generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=eos_ids,
             pad_token_id=pad_id,
-            stop_strings=list(STOP_STRINGS),
             max_time=max_time,
+        )
+        self._stopping = StoppingCriteriaList(
+            [StopStringCriteria(tokenizer=tokenizer, stop_strings=list(STOP_STRINGS))]
         )
         self._lock = threading.Lock()
         self._label_ids = _label_token_ids(tokenizer)
@@ -214,7 +219,7 @@ class LocalBackend:
         if not prompts:
             return []
         config = copy.deepcopy(self.generation_config)
-        config.max_new_tokens, config.min_new_tokens, config.stop_strings = 1, None, None
+        config.max_new_tokens, config.min_new_tokens = 1, None
         _, _, _, table = self._run(prompts, config, continuation=continuation)
         if table is None:
             return [None] * len(prompts)
@@ -265,7 +270,7 @@ class LocalBackend:
                 **inputs,
                 **extra,
                 generation_config=config,
-                tokenizer=self.processor.tokenizer,
+                stopping_criteria=self._stopping,
                 logits_processor=[recorder],
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
