@@ -78,10 +78,10 @@ class AuditRecord(BaseModel):
         *,
         text: str,
         response: str | None,
-        images: Sequence[Image.Image],
+        images: Sequence[Image.Image | str],
         include_content: bool,
     ) -> AuditRecord:
-        """Build the record of one check."""
+        """Build the record of one check (each image as a PIL image or its ``image_hash``)."""
         return cls(
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             stage=verdict.stage,
@@ -94,7 +94,7 @@ class AuditRecord(BaseModel):
             policy=verdict.policy,
             text_sha256=content_hash(text),
             response_sha256=None if response is None else content_hash(response),
-            image_sha256=[image_hash(image) for image in images],
+            image_sha256=[i if isinstance(i, str) else image_hash(i) for i in images],
             error=verdict.error,
             text=text if include_content else None,
             response_text=response if include_content else None,

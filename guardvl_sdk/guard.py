@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from guardvl_sdk.audit import AuditRecord, AuditSink
+from guardvl_sdk.audit import AuditRecord, AuditSink, image_hash
 from guardvl_sdk.backends.base import Backend, Generation, Prompt
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.errors import (
@@ -22,7 +22,14 @@ from guardvl_sdk.errors import (
 )
 from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
-from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, clean_text, load_images
+from guardvl_sdk.inputs import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    clean_text,
+    image_digest,
+    load_image,
+    read_image,
+)
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
 from guardvl_sdk.windows import combine_windows, split_windows
@@ -67,7 +74,7 @@ class _Check:
 
     text: str
     response: str | None
-    images: tuple[Image.Image, ...]
+    images: tuple[Image.Image | str, ...]  # decoded, or (a cache hit) their pixel hashes
     windows: list[_Window]
     key: str | None
     verdict: Verdict | None = None
@@ -445,22 +452,25 @@ class Guard:
         began = time.perf_counter()
         text = "" if item.text is None else clean_text(item.text, what="text")
         response = None if item.response is None else clean_text(item.response, what="response")
-        images = load_images(item.image, max_pixels=self.max_pixels, fetch=self._fetch)
-        if not text.strip() and not images:
+        sources = [read_image(s, fetch=self._fetch) for s in _as_list(item.image)]
+        if not text.strip() and not sources:
             raise InvalidInputError("nothing to check: give request text, an image, or both")
         key = None
         if self.cache is not None:
+            # Keyed by the images' encoded bytes and the pixel budget: a hit decodes nothing.
             key = VerdictCache.key(
                 model=self.model_id,
-                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}",
+                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}"
+                f"\x00max_pixels={self.max_pixels}",
                 text=text,
                 response=response,
-                images=images,
+                images=[image_digest(source) for source in sources],
             )
-            cached = self.cache.get(key)
-            if cached is not None:
-                hit = cached.model_copy(update={"latency_ms": _ms_since(began)})
-                return _Check(text, response, tuple(images), [], key, verdict=hit)
+            entry = self.cache.lookup(key)
+            if entry is not None:
+                hit = entry[0].model_copy(update={"latency_ms": _ms_since(began)})
+                return _Check(text, response, entry[1], [], key, verdict=hit)
+        images = [load_image(source, max_pixels=self.max_pixels) for source in sources]
         windows = [
             _Window(self.policy.render(request, images, answer), has_response=answer is not None)
             for request, answer in self._windows(text, response)
@@ -557,9 +567,11 @@ class Guard:
         verdict = combined.model_copy(
             update={"blocked": self._blocked(combined.status, combined.harmful is True)}
         )
-        self._record(check, verdict)
         if self.cache is not None and check.key is not None:
-            self.cache.put(check.key, verdict)
+            hashes = [image_hash(i) if not isinstance(i, str) else i for i in check.images]
+            check.images = tuple(hashes)  # hashed once, for the cache entry and the record
+            self.cache.put(check.key, verdict, image_sha256=hashes)
+        self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
             failure = next((o.result for o in outcomes if isinstance(o.result, Exception)), None)
             if isinstance(failure, GuardVLError):
@@ -647,6 +659,15 @@ def _per_prompt(generations: list[Generation], expected: int) -> list[Generation
         error = BackendError(f"backend returned {len(generations)} outputs for {expected}")
         return [error] * expected
     return [g.error if g.error is not None else g for g in generations]
+
+
+def _as_list(images: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:
+    """One image, several (a list or tuple), or none, as a list (as ``load_images`` takes)."""
+    if images is None:
+        return []
+    if isinstance(images, list | tuple):
+        return list(images)
+    return [cast("ImageInput", images)]
 
 
 def _as_check_input(item: BatchItem, index: int) -> CheckInput:
