@@ -14,7 +14,9 @@ import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from guardvl_sdk.errors import GuardVLError, InvalidInputError
+from pydantic import ValidationError
+
+from guardvl_sdk.errors import ConfigurationError, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import DEFAULT_MODEL
 from guardvl_sdk.verdict import Verdict
 
@@ -100,7 +102,36 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="train again even if cached")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_eval_parser(commands)
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve a guard over HTTP: moderation API, native checks, LiteLLM guardrail",
+        description="Serve a guard over HTTP (extra guardvl-sdk[server]); see docs/serving.md. "
+        "Give --config FILE, or --model (a model in this process) or --server URL... --model "
+        "NAME (inference servers). Flags override the file.",
+    )
+    serve.add_argument("--config", help="a guard.yaml (see guardvl_sdk.config)")
+    serve.add_argument("--model", help="model id or directory; with --server, the served name")
+    serve.add_argument("--server", nargs="+", metavar="URL", help="inference server base URLs")
+    serve.add_argument("--adapter", help="a LoRA adapter trained on --model")
+    serve.add_argument("--quantization", choices=["auto", "4bit", "8bit", "none"])
+    serve.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    serve.add_argument("--max-new-tokens", type=int)
+    serve.add_argument("--on-error", choices=["block", "allow"], help="default: block")
+    serve.add_argument("--host", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default 8080")
+    serve.add_argument("--api-key-file", help="accepted API keys, one per line")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="an accepted API key (repeatable; prefer --api-key-file or $GUARDVL_API_KEY)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
 
 
 def _add_eval_parser(commands: Any) -> None:
@@ -446,6 +477,58 @@ def _eval_guard(args: argparse.Namespace) -> Guard:
     )
 
 
+def _serve_config(args: argparse.Namespace) -> Any:
+    """The configuration ``guardvl serve`` runs: the file's, with the flags on top."""
+    from guardvl_sdk.config import GuardConfig, load_config
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = load_config(args.config).model_dump(exclude_unset=True)
+    if args.server:
+        if not args.model:
+            raise ConfigurationError("--server needs --model, the served model's name")
+        data["backend"] = {"type": "server", "base_url": args.server, "model": args.model}
+    elif args.model:
+        data["backend"] = {"type": "local", "model": args.model}
+    backend = data.get("backend")
+    if backend is None:
+        raise ConfigurationError("give --config, --model, or --server URL... --model NAME")
+    quantization = None if args.quantization == "none" else args.quantization
+    local = {"adapter": args.adapter, "device": args.device, "quantization": quantization}
+    for key, value in {**local, "max_new_tokens": args.max_new_tokens}.items():
+        if value is not None and (backend["type"] == "local" or key == "max_new_tokens"):
+            backend[key] = value
+    if args.on_error:
+        data.setdefault("guard", {})["on_error"] = args.on_error
+    server = data.setdefault("server", {})
+    for key in ("host", "port", "api_key_file"):
+        if getattr(args, key) is not None:
+            server[key] = getattr(args, key)
+    return GuardConfig.model_validate(data)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from guardvl_sdk.server import serve
+    except ImportError as exc:
+        print(f"guardvl serve needs the server extra: pip install 'guardvl-sdk[server]' ({exc})")
+        return EXIT_USAGE
+    try:
+        config = _serve_config(args)
+        keys = [*args.api_key, *filter(None, [os.environ.get("GUARDVL_API_KEY")])]
+        settings = config.server.settings(extra_keys=tuple(keys))
+        guard = config.build()
+    except (GuardVLError, ValidationError) as exc:
+        print(f"guardvl serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    serve(
+        guard, settings, host=config.server.host, port=config.server.port, log_level=args.log_level
+    )
+    return EXIT_ALLOWED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guardvl`` command; returns the exit status."""
     args = _build_parser().parse_args(argv)
@@ -455,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "demo": _demo,
         "eval": _eval,
+        "serve": _serve,
     }
     return handlers[args.command](args)
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.audit import AuditRecord, AuditSink, image_hash
 from guardvl_sdk.backends.base import Backend, Generation, Prompt
@@ -24,9 +24,11 @@ from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
 from guardvl_sdk.inputs import (
     DEFAULT_MAX_PIXELS,
+    ImageBudget,
     ImageInput,
     clean_text,
     image_digest,
+    image_list,
     load_image,
     read_image,
 )
@@ -326,6 +328,17 @@ class Guard:
             threshold=threshold,
         )
 
+    @classmethod
+    def from_config(cls, path: str | Path) -> Guard:
+        """Build the guard a configuration file describes (backend, policy, every option).
+
+        See :mod:`guardvl_sdk.config` for the schema. Raises
+        :class:`~guardvl_sdk.errors.ConfigurationError` naming the file and the bad key.
+        """
+        from guardvl_sdk.config import load_config
+
+        return load_config(path).build()
+
     @property
     def model_id(self) -> str:
         """Id of the guard model behind the backend."""
@@ -452,7 +465,8 @@ class Guard:
         began = time.perf_counter()
         text = "" if item.text is None else clean_text(item.text, what="text")
         response = None if item.response is None else clean_text(item.response, what="response")
-        sources = [read_image(s, fetch=self._fetch) for s in _as_list(item.image)]
+        budget = ImageBudget()  # one per check
+        sources = [read_image(s, fetch=self._fetch) for s in image_list(item.image, budget)]
         if not text.strip() and not sources:
             raise InvalidInputError("nothing to check: give request text, an image, or both")
         key = None
@@ -470,7 +484,7 @@ class Guard:
             if entry is not None:
                 hit = entry[0].model_copy(update={"latency_ms": _ms_since(began)})
                 return _Check(text, response, entry[1], [], key, verdict=hit)
-        images = [load_image(source, max_pixels=self.max_pixels) for source in sources]
+        images = [load_image(s, max_pixels=self.max_pixels, budget=budget) for s in sources]
         windows = [
             _Window(self.policy.render(request, images, answer), has_response=answer is not None)
             for request, answer in self._windows(text, response)
@@ -659,15 +673,6 @@ def _per_prompt(generations: list[Generation], expected: int) -> list[Generation
         error = BackendError(f"backend returned {len(generations)} outputs for {expected}")
         return [error] * expected
     return [g.error if g.error is not None else g for g in generations]
-
-
-def _as_list(images: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:
-    """One image, several (a list or tuple), or none, as a list (as ``load_images`` takes)."""
-    if images is None:
-        return []
-    if isinstance(images, list | tuple):
-        return list(images)
-    return [cast("ImageInput", images)]
 
 
 def _as_check_input(item: BatchItem, index: int) -> CheckInput:
