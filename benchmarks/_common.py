@@ -33,7 +33,7 @@ def _find_tokenizer() -> Path:
 
 REAL_TOKENIZER = _find_tokenizer()
 
-EOS_SCALE = 4.0
+EOS_SCALE = 2.0
 """The end-of-sequence row of the output layer is scaled by this, so the random model ends its
 output after a varying number of tokens (tens, depending on the input) as a guard does."""
 
@@ -135,3 +135,14 @@ def alternating(runs: int, **candidates: Callable[[], object]) -> dict[str, list
 def median_ms(values: list[float]) -> float:
     """Median in milliseconds."""
     return statistics.median(values) * 1000
+
+
+def force_tokens(backend: object, n: int) -> None:
+    """Make a LocalBackend generate exactly ``n`` tokens, on both sides of a comparison of two
+    guard configurations (the stop checker stays on; it just never fires before ``n``)."""
+    config = backend.generation_config  # type: ignore[attr-defined]
+    config.max_new_tokens = n
+    config.min_new_tokens = n
+
+
+interleaved = alternating
