@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import math
 import re
 
 import torch
@@ -24,12 +25,14 @@ from _common import EOS_SCALE, alternating, bench_model, jpeg, load, median_ms
 from PIL import Image
 
 from guardvl_sdk import Guard
+from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=64, help="max_new_tokens, both sides")
+    parser.add_argument("--kinds", default="text,text+jpeg")
     args = parser.parse_args()
 
     guard = Guard.from_pretrained(bench_model(eos_scale=EOS_SCALE), max_new_tokens=args.tokens)
@@ -40,7 +43,12 @@ def main() -> None:
     loop = asyncio.new_event_loop()
 
     def plain(text: str, data: bytes | None) -> str | None:
-        image = Image.open(io.BytesIO(data)).convert("RGB") if data else None
+        image = None
+        if data:  # decoded and fitted to the same 768^2 budget the guard was trained with
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+            scale = min(1.0, math.sqrt(DEFAULT_MAX_PIXELS / (image.width * image.height)))
+            size = (int(image.width * scale), int(image.height * scale))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
         prompt = guard.policy.render(text, [image] if image else [])
         chat = processor.apply_chat_template(
             prompt.messages, tokenize=False, add_generation_prompt=True
@@ -65,6 +73,8 @@ def main() -> None:
         ("text", "How do I pick a lock?", None),
         ("text+jpeg", "What is in this picture?", photo),
     ]:
+        if kind not in args.kinds.split(","):
+            continue
         for key in made:
             made[key] = 0
         times = alternating(

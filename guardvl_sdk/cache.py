@@ -36,10 +36,9 @@ class VerdictCache:
     """A thread-safe LRU of verdicts.
 
     The key covers the model, the policy (its full definition, not just its name), the request
-    text, the response, and each image (the guard passes a digest of its encoded bytes, so a hit
-    decodes nothing; a PIL image is keyed by its pixels), so a hit is exactly the verdict the
-    guard would give again under greedy decoding. Only ``ok`` verdicts are stored: a failure is
-    retried, never replayed. Each entry keeps the images' pixel hashes for the audit record.
+    text, the response, and each image's decoded pixels, so a hit is exactly the verdict the guard
+    would give again under greedy decoding. Only ``ok`` verdicts are stored: a failure is retried,
+    never replayed.
 
     Args:
         maxsize: Most verdicts kept; the least recently used is dropped first.
@@ -49,7 +48,7 @@ class VerdictCache:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
-        self._items: OrderedDict[str, tuple[Verdict, tuple[str, ...]]] = OrderedDict()
+        self._items: OrderedDict[str, Verdict] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
@@ -61,49 +60,35 @@ class VerdictCache:
         policy: str,
         text: str,
         response: str | None,
-        images: Sequence[Image.Image | str],
+        images: Sequence[Image.Image],
     ) -> str:
-        """The cache key of one check (a SHA-256 hex digest).
-
-        Each image is a PIL image (keyed by its pixels) or a string that identifies it (such as
-        :func:`guardvl_sdk.inputs.image_digest` of its encoded bytes).
-        """
+        """The cache key of one check (a SHA-256 hex digest)."""
         digest = hashlib.sha256()
         for part in (model, policy, text, "\x00none" if response is None else response):
             encoded = part.encode("utf-8", "surrogatepass")
             digest.update(len(encoded).to_bytes(8, "big") + encoded)
         for image in images:
-            if isinstance(image, str):
-                encoded = image.encode()
-                digest.update(b"id" + len(encoded).to_bytes(8, "big") + encoded)
-                continue
             digest.update(f"{image.mode}:{image.width}x{image.height}".encode())
             digest.update(hashlib.sha256(image.tobytes()).digest())
         return digest.hexdigest()
 
     def get(self, key: str) -> Verdict | None:
         """The cached verdict (marked ``cached=True``), or None; counts a hit or a miss."""
-        entry = self.lookup(key)
-        return None if entry is None else entry[0]
-
-    def lookup(self, key: str) -> tuple[Verdict, tuple[str, ...]] | None:
-        """Like :meth:`get`, with the image hashes stored beside the verdict."""
         with self._lock:
-            entry = self._items.get(key)
-            if entry is None:
+            verdict = self._items.get(key)
+            if verdict is None:
                 self._misses += 1
                 return None
             self._items.move_to_end(key)
             self._hits += 1
-        verdict, image_sha256 = entry
-        return verdict.model_copy(update={"cached": True, "latency_ms": 0.0}), image_sha256
+        return verdict.model_copy(update={"cached": True, "latency_ms": 0.0})
 
-    def put(self, key: str, verdict: Verdict, *, image_sha256: Sequence[str] = ()) -> None:
-        """Store an ``ok`` verdict (and its images' pixel hashes); anything else is ignored."""
+    def put(self, key: str, verdict: Verdict) -> None:
+        """Store an ``ok`` verdict; anything else is ignored."""
         if verdict.status.value != "ok":
             return
         with self._lock:
-            self._items[key] = (verdict, tuple(image_sha256))
+            self._items[key] = verdict
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)

@@ -140,8 +140,8 @@ def _add_eval_parser(commands: Any) -> None:
         help="measure a guard on labelled data, or score existing generations",
         description="Per dataset and task: F1 (harmful positive), precision, recall, accuracy, "
         "confusion matrix, parse failures and truncations, output tokens, latency; plus "
-        "sample-weighted averages. Exit status: 0 done, 2 usage or data error, 130 interrupted "
-        "(rerun to resume). "
+        "sample-weighted averages, with bootstrap 95%% intervals. Exit status: 0 done, 1 a "
+        "--require gate failed, 2 usage or data error, 130 interrupted (rerun to resume). "
         "See docs/evaluation.md.",
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
@@ -152,6 +152,21 @@ def _add_eval_parser(commands: Any) -> None:
         "--predictions",
         metavar="FILE_OR_DIR",
         help="existing generations (prompt/label/predict JSONL); no model is run",
+    )
+    source.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="compare earlier runs (--output folders or results JSON files): one table and chart "
+        "across runs, per-item differences (written to --output, default guardvl-compare/)",
+    )
+    evaluate.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="GATE",
+        help="fail (exit 1) unless the figures meet GATE, e.g. 'f1>=0.9', 'fpr<=0.05', "
+        "'average@request:f1>=0.9', 'parse_errors==0' (repeatable; see docs/evaluation.md)",
     )
     evaluate.add_argument(
         "--model",
@@ -196,6 +211,20 @@ def _add_eval_parser(commands: Any) -> None:
     )
     evaluate.add_argument(
         "--target-recall", type=float, help="report the score threshold meeting it"
+    )
+    evaluate.add_argument("--label", help="the run's name in reports and --compare")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)"
+    )
+    evaluate.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples (default 1000; 0: none)"
+    )
+    evaluate.add_argument(
+        "--show",
+        type=int,
+        default=20,
+        metavar="N",
+        help="misclassified items shown per dataset, task and kind in the report (default 20)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -387,18 +416,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from guardvl_sdk.evaluation import evaluate_guard, score_predictions
-    from guardvl_sdk.evaluation.report import format_table, write_json, write_report
+    from guardvl_sdk.evaluation.gates import check_gates, parse_gate
+    from guardvl_sdk.evaluation.report import format_table, write_items, write_json, write_report
     from guardvl_sdk.evaluation.results import EvalResult
 
     targets = {"precision": args.target_precision, "recall": args.target_recall}
     if any(t is not None and not 0 < t <= 1 for t in targets.values()):
         print("guardvl eval: targets must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE
+    if args.compare is not None:
+        return _eval_compare(args)
     output = args.output
     try:
+        gates = [parse_gate(text) for text in args.require]
         if args.predictions is not None:
             datasets, notes = score_predictions(
-                args.predictions, task=args.task, none_is_unharmful=args.none_is_unharmful
+                args.predictions,
+                task=args.task,
+                none_is_unharmful=args.none_is_unharmful,
+                resamples=args.resamples,
+                seed=args.seed,
             )
             if args.none_is_unharmful:
                 notes.insert(0, "a 'None' label was read as unharmful (--none-is-unharmful)")
@@ -426,7 +463,15 @@ def _eval(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 target_precision=args.target_precision,
                 target_recall=args.target_recall,
+                resamples=args.resamples,
+                seed=args.seed,
             )
+        from pathlib import Path
+
+        named = Path(output or args.predictions or args.data).resolve().name
+        result = dataclasses.replace(result, label=args.label or named)
+        figures = result.to_json()
+        verdicts = check_gates(figures, gates)
     except GuardVLError as exc:
         print(f"guardvl eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -445,8 +490,44 @@ def _eval(args: argparse.Namespace) -> int:
         written.append(write_json(result, args.json))
     if output:
         written.append(write_json(result, f"{output}/results.json"))
-        written.append(write_report(result, output))
+        written.append(write_items(result, f"{output}/items.jsonl"))
+        written.append(write_report(result, output, show=args.show))
+        written.append(written[-1].with_suffix(".html"))
     for path in written:
+        print(f"wrote {path}")
+    failed = [v for v in verdicts if not v.passed]
+    for verdict in verdicts:
+        state = "passed" if verdict.passed else "FAILED"
+        detail = "; ".join(verdict.failures) or ("nothing to check" if not verdict.checked else "")
+        skipped = f" (skipped: {'; '.join(verdict.skipped)})" if verdict.skipped else ""
+        detail = f": {detail}" if detail else ""
+        print(f"gate {verdict.gate.text}: {state}, {verdict.checked} checked{detail}{skipped}")
+    if failed:
+        names = ", ".join(repr(v.gate.text) for v in failed)
+        print(f"guardvl eval: gate failed: {names}", file=sys.stderr)
+        return EXIT_BLOCKED
+    return EXIT_ALLOWED
+
+
+def _eval_compare(args: argparse.Namespace) -> int:
+    from guardvl_sdk.evaluation.compare import (
+        compare_runs,
+        format_comparison,
+        load_run,
+        write_comparison,
+    )
+
+    if args.require or args.task or args.none_is_unharmful:
+        print("guardvl eval: --compare takes no --require, --task or --none-is-unharmful",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        comparison = compare_runs([load_run(path) for path in args.compare])
+    except GuardVLError as exc:
+        print(f"guardvl eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_comparison(comparison))
+    for path in write_comparison(comparison, args.output or "guardvl-compare", show=args.show):
         print(f"wrote {path}")
     return EXIT_ALLOWED
 

@@ -10,9 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from guardvl_sdk.audit import AuditRecord, AuditSink, image_hash
-from guardvl_sdk.backends.base import Backend, Generation, Prompt
+from guardvl_sdk.audit import AuditRecord, AuditSink
+from guardvl_sdk.backends.base import (
+    DEFAULT_MAX_TIME,
+    DEFAULT_TIMEOUT,
+    Backend,
+    Generation,
+    Prompt,
+)
 from guardvl_sdk.cache import VerdictCache
+from guardvl_sdk.checks import BatchItem, CheckInput
+from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
 from guardvl_sdk.errors import (
     BackendError,
     ConfigurationError,
@@ -27,39 +35,26 @@ from guardvl_sdk.inputs import (
     ImageBudget,
     ImageInput,
     clean_text,
-    image_digest,
-    image_list,
     load_image,
-    read_image,
+    without_lone_surrogates,
 )
+from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
-from guardvl_sdk.verdict import Label, Status, Usage, Verdict
+from guardvl_sdk.redaction import redact
+from guardvl_sdk.telemetry import record_check
+from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
 from guardvl_sdk.windows import combine_windows, split_windows
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
-__all__ = ["DEFAULT_MODEL", "CheckInput", "Guard", "OnError"]
+__all__ = ["DEFAULT_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
 
 logger = logging.getLogger("guardvl_sdk")
 
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 
 OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | None = None
-
-
-BatchItem = CheckInput | Mapping[str, Any] | str
 
 
 @dataclass(frozen=True)
@@ -74,9 +69,7 @@ class _Window:
 class _Check:
     """One item being checked: its content, its window prompts, or its cached verdict."""
 
-    text: str
-    response: str | None
-    images: tuple[Image.Image | str, ...]  # decoded, or (a cache hit) their pixel hashes
+    content: Inspection
     windows: list[_Window]
     key: str | None
     verdict: Verdict | None = None
@@ -119,8 +112,9 @@ class Guard:
         threshold: Decide the scored label (the request's, or the response's when a response
             is checked) by ``score >= threshold`` instead of the label the guard wrote, where
             the backend gives a score (see :attr:`~guardvl_sdk.verdict.Verdict.score`); ``raw``
-            keeps what it wrote. Without a score the written label stands. None (default): the
-            written labels decide.
+            keeps what it wrote. Without a score (or with one that is not a finite probability)
+            the written label stands, and a harmful written label always stands: the threshold
+            can only tighten. None (default): the written labels decide.
         triage: ``(low, high)``: before reasoning, read P(harmful) of the request label right
             after an empty reasoning block, in one forward pass (backends with
             ``label_probability``, such as the local one); below ``low`` the request is
@@ -128,6 +122,14 @@ class Guard:
             full. Request checks only (a response check always reasons); a triaged verdict has
             empty reasoning. Off by default: the released guards were trained to reason first,
             so validate a band on your own data (the eval harness) before using it.
+        conversation_memory: How many conversation parts (keyed by content hash, chained over
+            the conversation so far) this guard remembers as judged allowed; a part remembered
+            is not sent again when the same conversation grows (``check(messages=...)``), so
+            turn N costs what is new in it. 0 turns it off (every check sends everything).
+        unreadable: Content the guard cannot read (audio, files, image URLs it does not
+            fetch): ``"raise"`` (default) an :class:`~guardvl_sdk.errors.InvalidInputError`;
+            ``"block"``: check the rest, list it as ``not_inspected`` in the receipt and block;
+            ``"allow"``: the same, but the guard's verdict on the rest decides.
     """
 
     def __init__(
@@ -146,6 +148,8 @@ class Guard:
         max_windows: int = 32,
         threshold: float | None = None,
         triage: tuple[float, float] | None = None,
+        conversation_memory: int = 50_000,
+        unreadable: Unreadable = "raise",
     ) -> None:
         if on_error not in ("block", "allow", "raise"):
             raise ConfigurationError(
@@ -157,6 +161,12 @@ class Guard:
             raise ConfigurationError("threshold must be between 0 and 1")
         if triage is not None and not 0.0 <= triage[0] <= triage[1] <= 1.0:
             raise ConfigurationError("triage must be (low, high) with 0 <= low <= high <= 1")
+        if unreadable not in ("raise", "block", "allow"):
+            raise ConfigurationError(
+                f"unreadable must be 'raise', 'block' or 'allow', not {unreadable!r}"
+            )
+        if conversation_memory < 0:
+            raise ConfigurationError("conversation_memory must be 0 (off) or more")
         if max_pixels < 28 * 28:
             raise ConfigurationError("max_pixels must be at least 784 (28 x 28)")
         if not 0 <= window_overlap < max_text_chars or max_windows < 1:
@@ -178,6 +188,8 @@ class Guard:
         if triage is not None and self.policy.categories:
             raise ConfigurationError("triage names no categories: use it without categories")
         self.triage = triage
+        self.unreadable: Unreadable = unreadable
+        self.memory = ConversationMemory(conversation_memory) if conversation_memory else None
 
     @classmethod
     def from_pretrained(
@@ -190,7 +202,8 @@ class Guard:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
@@ -214,7 +227,12 @@ class Guard:
             revision: Branch, tag or commit of the model repository.
             trust_remote_code: Off unless you ask.
             max_new_tokens: Generation bound; an output that hits it is ``truncated``.
-            max_time: Seconds one generation may take; an output cut by it is ``truncated``.
+            max_time: Seconds one generation may take; an output cut by it is ``truncated``
+                (so the check fails closed). None: no limit.
+            timeout: The check deadline: seconds a check waits for the model, waiting behind
+                other callers included; past it the check fails closed (or raises
+                :class:`~guardvl_sdk.errors.BackendTimeoutError` under ``on_error="raise"``),
+                and the other callers are served as the model frees up. None: no deadline.
             adapter: A LoRA adapter (directory or hub id) trained on ``model`` with
                 ``guardvl_sdk.training``, applied on top of it.
             policy: See :class:`Guard`. Default: the policy saved with the adapter or the model
@@ -237,6 +255,7 @@ class Guard:
             trust_remote_code=trust_remote_code,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             adapter=adapter,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
@@ -357,7 +376,8 @@ class Guard:
         text: str | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        response: str | None = None,
+        response: str | Message | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Verdict:
         """Check a request, or with ``response`` the assistant's answer in its context.
 
@@ -365,18 +385,25 @@ class Guard:
             text: The user's request.
             image: One image or a list (path, bytes, PIL image, numpy array or data: URL).
             response: The assistant's answer; when given the guard judges it (and the request).
+                A str, or an assistant message (OpenAI format) whose tool calls are judged as
+                part of the answer.
+            messages: A whole conversation instead of ``text`` and ``image``: OpenAI-format
+                chat messages, every role and part of which is judged (see
+                :mod:`guardvl_sdk.conversation` for the layout). Parts already judged allowed
+                earlier in the same conversation are not sent again (``conversation_memory``).
 
         Raises:
-            InvalidInputError: The input cannot be checked (nothing to check, unreadable image).
+            InvalidInputError: The input cannot be checked (nothing to check, unreadable image,
+                a message field or part the guard cannot read).
             BackendError, GuardOutputError: Only under ``on_error="raise"``.
         """
-        return self.check_batch([CheckInput(text, image, response)])[0]
+        return self.check_batch([CheckInput(text, image, response, messages)])[0]
 
     def check_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
         """Check several inputs, batched on the backend; verdicts come back in order.
 
-        Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image`` and
-        ``response``, or a plain request string.
+        Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image``,
+        ``response`` and ``messages``, or a plain request string.
         """
         checks = self._prepare_all(items)
         pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
@@ -395,10 +422,11 @@ class Guard:
         text: str | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        response: str | None = None,
+        response: str | Message | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Verdict:
         """Like :meth:`check`, without blocking the event loop."""
-        return (await self.acheck_batch([CheckInput(text, image, response)]))[0]
+        return (await self.acheck_batch([CheckInput(text, image, response, messages)]))[0]
 
     async def acheck_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
         """Like :meth:`check_batch`, without blocking the event loop."""
@@ -451,45 +479,98 @@ class Guard:
 
     def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
         items = list(items)
-        if len(items) == 1:
-            return [self._prepare(_as_check_input(items[0], 0))]
         checks = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
+                self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if len(items) == 1:
+                    raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
         return checks
 
+    def _record_refusal(self, item: object, error: InvalidInputError) -> None:
+        if self.audit is None:
+            return
+        fields = item if isinstance(item, Mapping) else {"text": item}
+        if isinstance(item, CheckInput):
+            fields = {"text": item.text, "response": item.response}
+        text, response = fields.get("text"), fields.get("response")
+        self.audit.write(
+            AuditRecord.refusal(
+                redact(str(error)),
+                text=without_lone_surrogates(text) if isinstance(text, str) else "",
+                response=without_lone_surrogates(response) if isinstance(response, str) else None,
+                model=self.model_id,
+                policy=self.policy.name,
+                include_content=self.audit.include_content,
+            )
+        )
+
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
-        text = "" if item.text is None else clean_text(item.text, what="text")
-        response = None if item.response is None else clean_text(item.response, what="response")
-        budget = ImageBudget()  # one per check
-        sources = [read_image(s, fetch=self._fetch) for s in image_list(item.image, budget)]
-        if not text.strip() and not sources:
-            raise InvalidInputError("nothing to check: give request text, an image, or both")
+        content = self._inspect(item)
+        text, response, images = content.text, content.response, content.images
         key = None
         if self.cache is not None:
-            # Keyed by the images' encoded bytes and the pixel budget: a hit decodes nothing.
             key = VerdictCache.key(
                 model=self.model_id,
-                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}"
-                f"\x00max_pixels={self.max_pixels}",
+                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}",
                 text=text,
                 response=response,
-                images=[image_digest(source) for source in sources],
+                images=images,
             )
-            entry = self.cache.lookup(key)
-            if entry is not None:
-                hit = entry[0].model_copy(update={"latency_ms": _ms_since(began)})
-                return _Check(text, response, entry[1], [], key, verdict=hit)
-        images = [load_image(s, max_pixels=self.max_pixels, budget=budget) for s in sources]
+            cached = self.cache.get(key)
+            if cached is not None:
+                hit = cached.model_copy(update={"latency_ms": _ms_since(began)})
+                return _Check(content, [], key, verdict=self._receipted(content, hit))
         windows = [
             _Window(self.policy.render(request, images, answer), has_response=answer is not None)
             for request, answer in self._windows(text, response)
         ]
-        return _Check(text, response, tuple(images), windows, key)
+        return _Check(content, windows, key)
+
+    def _inspect(self, item: CheckInput) -> Inspection:
+        """Read the item into parts and lay them out, with the receipt (one place for both)."""
+        conversation = item.messages is not None
+        if conversation:
+            if item.text is not None or item.image is not None:
+                raise InvalidInputError("give messages= or text= and image=, not both")
+            parts = read_messages(item.messages or [])
+        else:
+            parts = []
+            if item.text is not None:
+                parts.append(Part("text", "user", 0, text=clean_text(item.text, what="text")))
+            sources = item.image if isinstance(item.image, list | tuple) else [item.image]
+            parts += [Part("image", "user", 0, image=s) for s in sources if s is not None]
+        answer = None
+        if item.response is not None:
+            answer = read_answer(item.response, len(item.messages or ()) if conversation else 1)
+        budget = ImageBudget()  # one per check: the images sent (not those judged earlier)
+        return inspect_parts(
+            parts,
+            answer,
+            load_image=lambda source: load_image(
+                source, max_pixels=self.max_pixels, fetch=self._fetch, budget=budget
+            ),
+            can_fetch=self._fetch is not None,
+            unreadable=self.unreadable,
+            memory=self.memory if conversation and item.memory else None,
+            conversation=conversation,
+        )
+
+    def _receipted(self, content: Inspection, verdict: Verdict) -> Verdict:
+        """The verdict with its receipt, blocked when content went uninspected (unless allowed);
+        an allowed conversation's parts are remembered as judged."""
+        update: dict[str, Any] = {"inspected": content.receipt}
+        if content.uninspected and self.unreadable == "block":
+            listed = "; ".join(content.uninspected)
+            update |= {"blocked": True, "error": f"not inspected: {listed}"}
+        verdict = verdict.model_copy(update=update)
+        if self.memory is not None and verdict.allowed and verdict.status is Status.OK:
+            self.memory.add(content.keys)
+        return verdict
 
     def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
         """The (request, response) pairs that cover a long text within the text budget."""
@@ -582,9 +663,8 @@ class Guard:
             update={"blocked": self._blocked(combined.status, combined.harmful is True)}
         )
         if self.cache is not None and check.key is not None:
-            hashes = [image_hash(i) if not isinstance(i, str) else i for i in check.images]
-            check.images = tuple(hashes)  # hashed once, for the cache entry and the record
-            self.cache.put(check.key, verdict, image_sha256=hashes)
+            self.cache.put(check.key, verdict)  # the guard's own verdict on this content
+        verdict = self._receipted(check.content, verdict)
         self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
             failure = next((o.result for o in outcomes if isinstance(o.result, Exception)), None)
@@ -604,17 +684,23 @@ class Guard:
         }
         result = outcome.result
         if isinstance(result, Exception):
-            logger.warning("guard backend failed (on_error=%s): %r", self.on_error, result)
-            return Verdict(
-                status=Status.ERROR, error=f"{type(result).__name__}: {result}", **common
-            )
+            error = redact(f"{type(result).__name__}: {result}")
+            logger.warning("guard backend failed (on_error=%s): %s", self.on_error, error)
+            return Verdict(status=Status.ERROR, error=error, **common)
         parsed = self.policy.parse(
             result.text, has_response=window.has_response, finished=result.finished
         )
         labels = {"request": parsed.request, "response": parsed.response}
-        if self.threshold is not None and result.score is not None and parsed.status is Status.OK:
-            decided = Label.HARMFUL if result.score >= self.threshold else Label.UNHARMFUL
-            labels[window.prompt.score_label] = decided
+        score = valid_score(result.score)  # NaN, infinite or out of [0, 1]: no score
+        scored = window.prompt.score_label
+        # The threshold may turn a written label harmful, never a harmful one unharmful.
+        if (
+            self.threshold is not None
+            and score is not None
+            and parsed.status is Status.OK
+            and labels[scored] is not Label.HARMFUL
+        ):
+            labels[scored] = Label.HARMFUL if score >= self.threshold else Label.UNHARMFUL
         return Verdict(
             request=labels["request"],
             response=labels["response"],
@@ -622,7 +708,7 @@ class Guard:
             categories=parsed.categories,
             reasoning=parsed.reasoning,
             raw=result.text,
-            score=result.score,
+            score=score,
             status=parsed.status,
             error=parsed.error,
             usage=Usage(
@@ -632,14 +718,15 @@ class Guard:
         )
 
     def _record(self, check: _Check, verdict: Verdict) -> None:
+        record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
         self.audit.write(
             AuditRecord.from_check(
                 verdict,
-                text=check.text,
-                response=check.response,
-                images=check.images,
+                text=check.content.text,
+                response=check.content.response,
+                images=check.content.images,
                 include_content=self.audit.include_content,
             )
         )
@@ -681,7 +768,7 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     if isinstance(item, str):
         return CheckInput(text=item)
     if isinstance(item, Mapping):
-        unknown = set(item) - {"text", "image", "response"}
+        unknown = set(item) - {"text", "image", "response", "messages", "memory"}
         if unknown:
             raise InvalidInputError(f"batch item {index}: unknown keys {sorted(unknown)}")
         return CheckInput(**item)

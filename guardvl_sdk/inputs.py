@@ -45,12 +45,12 @@ __all__ = [
     "ImageInput",
     "clean_text",
     "decoder_limits",
-    "image_digest",
     "image_list",
     "load_image",
     "load_images",
     "read_image",
     "to_data_url",
+    "without_lone_surrogates",
 ]
 
 ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, "Image.Image", "np.ndarray"]
@@ -120,6 +120,11 @@ class ImageBudget:
             )
 
 
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def clean_text(value: object, *, what: str) -> str:
     """Return ``value`` as a str the tokenizer can encode, or raise ``InvalidInputError``.
 
@@ -127,7 +132,7 @@ def clean_text(value: object, *, what: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a str, got {type(value).__name__}")
-    return _LONE_SURROGATE.sub("\ufffd", value)
+    return without_lone_surrogates(value)
 
 
 def load_images(
@@ -229,24 +234,6 @@ def read_image(
         f"unsupported image type {type(source).__name__}: pass a path, bytes, a PIL image, "
         "a numpy array or a data: URL"
     )
-
-
-def image_digest(image: bytes | Image.Image | np.ndarray) -> str:
-    """A SHA-256 of what :func:`read_image` returned: of the encoded bytes when there are any
-    (no decoding), else of the pixels, their layout and type."""
-    import hashlib
-
-    from PIL import Image
-
-    if isinstance(image, bytes):
-        return "bytes:" + hashlib.sha256(image).hexdigest()
-    if isinstance(image, Image.Image):
-        digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
-        digest.update(image.tobytes())
-        return "pil:" + digest.hexdigest()
-    digest = hashlib.sha256(f"{image.dtype}:{image.shape}:".encode())
-    digest.update(image.tobytes())
-    return "array:" + digest.hexdigest()
 
 
 def to_data_url(image: Image.Image, *, format: Literal["png", "jpeg"] = "png") -> str:

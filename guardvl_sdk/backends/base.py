@@ -10,7 +10,15 @@ if TYPE_CHECKING:
 
     from PIL import Image
 
-__all__ = ["Backend", "Generation", "Prompt"]
+__all__ = ["DEFAULT_MAX_TIME", "DEFAULT_TIMEOUT", "Backend", "Generation", "Prompt"]
+
+DEFAULT_MAX_TIME = 300.0
+"""Seconds one local ``generate`` call runs before it stops itself (its outputs are
+``truncated``, so the check fails closed)."""
+
+DEFAULT_TIMEOUT = 600.0
+"""The default check deadline of a local guard: seconds a caller waits for its outputs, queueing
+behind other callers included, before it gets ``BackendTimeoutError`` (the check fails closed)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ outputs. While a call runs, new requests queue and go together in the next one. 
 accepts ``deliver`` may hand out results before the call ends (a caller whose output finished
 early gets it then). A call that fails with several callers in it is retried caller by caller,
 so an error (an unreadable image, out of memory) reaches only the callers it belongs to.
+With a ``timeout``, no caller waits longer than that for its results (queueing included): past it
+the caller gets :class:`~guardvl_sdk.errors.BackendTimeoutError`, and its request, if it has not
+started, is withdrawn.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from guardvl_sdk.errors import BackendTimeoutError
 
 __all__ = ["Batcher"]
 
@@ -58,6 +64,7 @@ class Batcher(Generic[P, R]):
         max_batch_size: Most items in one call; a single request larger than this runs alone.
         name: The worker thread's name.
         early: Whether ``run`` takes ``deliver``.
+        timeout: Seconds a caller waits for its results, queueing included; None: no limit.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class Batcher(Generic[P, R]):
         max_batch_size: int,
         name: str = "guardvl-batcher",
         early: bool = False,
+        timeout: float | None = None,
     ) -> None:
         if window < 0 or max_batch_size < 1:
             raise ValueError("need window >= 0 and max_batch_size >= 1")
@@ -76,6 +84,7 @@ class Batcher(Generic[P, R]):
         self.window = window
         self.max_batch_size = max_batch_size
         self._name = name
+        self.timeout = timeout
         self._queue: queue.SimpleQueue[_Request[P, R]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -93,13 +102,26 @@ class Batcher(Generic[P, R]):
         return request.future
 
     def __call__(self, items: Sequence[P]) -> list[R]:
-        """Submit and wait for the results."""
-        return self.submit(items).result()
+        """Submit and wait for the results (at most ``timeout`` seconds)."""
+        future = self.submit(items)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise self._timed_out() from None
 
     async def asubmit(self, items: Sequence[P]) -> list[R]:
         """Submit and await the results. Cancelling the awaiting task withdraws a request that
         has not started; one already running finishes and its results are dropped."""
-        return await asyncio.wrap_future(self.submit(items))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self.submit(items)), self.timeout)
+        except asyncio.TimeoutError:
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> BackendTimeoutError:
+        return BackendTimeoutError(
+            f"no result within {self.timeout} s (the model is busy or stuck): failing closed"
+        )
 
     # -- the worker --------------------------------------------------------------------------
 

@@ -182,8 +182,8 @@ def _harmful_share(entry: dict[str, Any]) -> float | None:
     alternatives.setdefault(str(entry.get("token")), entry.get("logprob"))  # normally there
     harmful = unharmful = 0.0
     for token, logprob in alternatives.items():
-        if not isinstance(logprob, int | float):
-            continue
+        if not isinstance(logprob, int | float) or not -math.inf < logprob <= 0:
+            continue  # not a log probability (NaN, Infinity, positive): no evidence
         side = label_side(token)
         if side is True:
             harmful += math.exp(logprob)

@@ -6,19 +6,20 @@ instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this modul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardvl_sdk.backends.base import Generation, Prompt
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, Generation, Prompt
 from guardvl_sdk.backends.loading import Quantization, load_model
 from guardvl_sdk.backends.prefix_cache import InstructionPrefix, forget_rope_deltas
 from guardvl_sdk.backends.scoring import STOP_STRINGS, label_side, label_token_index
-from guardvl_sdk.errors import ConfigurationError
+from guardvl_sdk.errors import BackendTimeoutError, ConfigurationError
 
-__all__ = ["LocalBackend", "Quantization"]
+__all__ = ["DEFAULT_MAX_TIME", "DEFAULT_TIMEOUT", "LocalBackend", "Quantization"]
 
 
 class LocalBackend:
@@ -44,7 +45,12 @@ class LocalBackend:
         model_id: Reported in verdicts.
         max_new_tokens: Generation bound; an output that reaches it is ``truncated``.
         max_time: Seconds one ``generate`` call may take; outputs cut by it are ``truncated``
-            (so the guard's failure policy decides). None: no time limit.
+            (so the guard's failure policy decides). Default :data:`DEFAULT_MAX_TIME`; None: no
+            time limit.
+        timeout: Seconds a caller waits for its outputs, waiting for other callers' generations
+            included; past it the caller gets :class:`~guardvl_sdk.errors.BackendTimeoutError`
+            (so the guard fails closed) and the others are served as the model frees up.
+            Default :data:`DEFAULT_TIMEOUT`; None: wait as long as it takes.
         batch_window_ms: How long a burst of concurrent callers is gathered into one batch,
             when others already wait behind the first (a lone caller does not wait). None: no
             dynamic batching; concurrent calls run one after another.
@@ -59,7 +65,8 @@ class LocalBackend:
         *,
         model_id: str,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
         prefix_cache: bool = True,
@@ -100,6 +107,7 @@ class LocalBackend:
             [StopStringCriteria(tokenizer=tokenizer, stop_strings=list(STOP_STRINGS))]
         )
         self._lock = threading.Lock()
+        self.timeout = timeout
         self._label_ids = _label_token_ids(tokenizer)
         self.prefix_cache = prefix_cache
         self._prefixes: dict[str, InstructionPrefix | None] = {}
@@ -111,6 +119,7 @@ class LocalBackend:
                 window=batch_window_ms / 1000,
                 max_batch_size=max_batch_size,
                 early=True,
+                timeout=timeout,
             )
 
     @classmethod
@@ -124,7 +133,8 @@ class LocalBackend:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
@@ -142,7 +152,7 @@ class LocalBackend:
             revision: A branch, tag or commit of the model repository.
             trust_remote_code: Run code shipped with the checkpoint. Off unless you ask.
             max_new_tokens: Generation bound.
-            max_time: Seconds one ``generate`` call may take (see :class:`LocalBackend`).
+            max_time, timeout: Time bounds (see :class:`LocalBackend`).
             adapter: A PEFT (LoRA) adapter to apply on top of the model (needs ``peft``).
             batch_window_ms, max_batch_size: Dynamic batching (see :class:`LocalBackend`).
             prefix_cache: Reuse the instruction prefix's key/value cache (see
@@ -165,6 +175,7 @@ class LocalBackend:
             model_id=name,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
             prefix_cache=prefix_cache,
@@ -258,6 +269,19 @@ class LocalBackend:
             )
         ]
 
+    @contextlib.contextmanager
+    def _model_turn(self) -> Iterator[None]:
+        """Hold the model, waiting at most ``timeout`` for a call in progress (one may hang)."""
+        if not self._lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise BackendTimeoutError(
+                f"the model stayed busy for {self.timeout} s (a generation may be stuck): "
+                "failing closed"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _run(
         self, encoded: Sequence[_Encoded], config: Any, early: _EarlyRows | None = None
     ) -> tuple[list[list[int]], list[int], _LabelLogits]:
@@ -265,7 +289,7 @@ class LocalBackend:
         import torch
 
         prompts = [item.prompt for item in encoded]
-        with self._lock, torch.inference_mode():
+        with self._model_turn(), torch.inference_mode():
             inputs = _collate([item.features for item in encoded], self._pad_id)
             extra: dict[str, Any] = {}
             prefix = self._prefix(prompts) if self.prefix_cache else None
