@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import (
     DEFAULT_MAX_TIME,
     DEFAULT_TIMEOUT,
+    AsyncBackend,
     Backend,
     Generation,
     Prompt,
+    ScoringBackend,
 )
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
@@ -104,8 +107,10 @@ class Guard:
             fetcher. Off by default: URLs are refused.
         cache: A :class:`~guardvl_sdk.cache.VerdictCache` to reuse ``ok`` verdicts of identical
             checks (marked ``cached=True``). Off by default.
-        max_text_chars: The text budget of one guard prompt. A longer request or response is
-            checked in overlapping windows of this size (harmful if any window is); never cut.
+        max_text_chars: The text budget of one guard prompt, in characters and in UTF-8 bytes
+            (a safe proxy for tokens: 6,000 emoji take 24,000 bytes). A longer request or
+            response is checked in overlapping windows within it (harmful if any window is);
+            never cut.
         window_overlap: Characters shared by consecutive windows.
         max_windows: Most windows one check may take; beyond it the check raises
             :class:`~guardvl_sdk.errors.InvalidInputError` (text too long).
@@ -242,10 +247,13 @@ class Guard:
                 while the model is busy) are generated as one batch; None turns dynamic
                 batching off. See :class:`~guardvl_sdk.backends.local.LocalBackend`.
             max_batch_size: Most prompts in one dynamic batch.
-            **model_kwargs: Passed to the model's ``from_pretrained``.
+            **model_kwargs: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...) goes to the guard;
+                the rest to the model's ``from_pretrained``.
         """
         from guardvl_sdk.backends.local import LocalBackend
 
+        options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,
             quantization=quantization,
@@ -274,6 +282,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **options,
         )
 
     @classmethod
@@ -297,6 +306,7 @@ class Guard:
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
         threshold: float | None = None,
+        **options: Any,
     ) -> Guard:
         """Use a guard model served by an inference engine (vLLM, SGLang, TGI, transformers serve).
 
@@ -317,6 +327,11 @@ class Guard:
             batch_size: Prompts per backend call in :meth:`check_batch`; default
                 ``max_concurrency``, so a batch keeps that many requests in flight.
             audit, cache, threshold: See :class:`Guard`.
+            **options: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...).
+
+        Raises:
+            ConfigurationError: An option :class:`Guard` does not have.
 
         See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries; for
         its other options (extra headers, the cool-down of a server that is down) build one and
@@ -324,6 +339,12 @@ class Guard:
         """
         from guardvl_sdk.backends.remote import RemoteBackend
 
+        forwarded = _guard_options(options)
+        if options:
+            raise ConfigurationError(
+                f"Guard.from_server got unknown option(s) {sorted(options)}; Guard's options: "
+                f"{', '.join(sorted(_guard_option_names()))}"
+            )
         backend = RemoteBackend(
             base_url,
             model=model,
@@ -345,6 +366,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **forwarded,
         )
 
     @classmethod
@@ -399,14 +421,32 @@ class Guard:
         """
         return self.check_batch([CheckInput(text, image, response, messages)])[0]
 
-    def check_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Check several inputs, batched on the backend; verdicts come back in order.
 
         Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image``,
         ``response`` and ``messages``, or a plain request string.
+
+        Args:
+            items: The checks.
+            return_exceptions: Put an item's error (an unreadable input; under
+                ``on_error="raise"`` a failed check) in its place in the list instead of
+                raising it, so the other items are decided, each once (and audited once).
         """
-        checks = self._prepare_all(items)
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+        checks = self._prepare_all(items, return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = self._triage(pending)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
         outcomes: list[_Outcome] = []
@@ -415,7 +455,7 @@ class Guard:
             began = time.perf_counter()
             results = self._generate(chunk)
             outcomes += [_Outcome(r, _ms_since(began)) for r in results]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     async def acheck(
         self,
@@ -428,26 +468,40 @@ class Guard:
         """Like :meth:`check`, without blocking the event loop."""
         return (await self.acheck_batch([CheckInput(text, image, response, messages)]))[0]
 
-    async def acheck_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Like :meth:`check_batch`, without blocking the event loop."""
-        agenerate = getattr(self.backend, "agenerate", None)
-        if agenerate is None:
-            return await asyncio.to_thread(self.check_batch, list(items))
-        checks = await asyncio.to_thread(self._prepare_all, list(items))
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+        backend = self.backend
+        if not isinstance(backend, AsyncBackend):
+            return await asyncio.to_thread(
+                self.check_batch, list(items), return_exceptions=return_exceptions
+            )
+        checks = await asyncio.to_thread(self._prepare_all, list(items), return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = await asyncio.to_thread(self._triage, pending) if self.triage else {}
         rest = [p for i, p in enumerate(pending) if i not in triaged]
 
         async def run(chunk: list[Prompt]) -> list[_Outcome]:
             began = time.perf_counter()
-            results = await self._agenerate(agenerate, chunk)
+            results = await self._agenerate(backend.agenerate, chunk)
             return [_Outcome(r, _ms_since(began)) for r in results]
 
         step = self.batch_size
         chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         results = await asyncio.gather(*(run(chunk) for chunk in chunks))
         outcomes = [outcome for chunk in results for outcome in chunk]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     def session(
         self,
@@ -477,14 +531,19 @@ class Guard:
 
     # -- the one-way flow: inputs -> prompt -> generation -> parsed -> verdict -> decision -----
 
-    def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
+    def _prepare_all(
+        self, items: Iterable[BatchItem], return_exceptions: bool = False
+    ) -> list[_Check | InvalidInputError]:
         items = list(items)
-        checks = []
+        checks: list[_Check | InvalidInputError] = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
                 self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if return_exceptions:
+                    checks.append(exc)
+                    continue
                 if len(items) == 1:
                     raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
@@ -575,10 +634,11 @@ class Guard:
     def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
         """The (request, response) pairs that cover a long text within the text budget."""
         size, overlap = self.max_text_chars, self.window_overlap
-        requests = split_windows(text, size, overlap)
+        # The budget counts characters and UTF-8 bytes (a safe proxy for tokens) alike.
+        requests = split_windows(text, size, overlap, max_bytes=size)
         answers: list[str | None] = [None]
         if response is not None:
-            answers = list(split_windows(response, size, overlap))
+            answers = list(split_windows(response, size, overlap, max_bytes=size))
         if len(requests) * len(answers) > self.max_windows:
             raise InvalidInputError(
                 f"text too long to check: {len(text) + len(response or '')} characters would "
@@ -589,9 +649,9 @@ class Guard:
 
     def _triage(self, prompts: list[Prompt]) -> dict[int, _Outcome]:
         """Request checks the label probability decides alone (see ``triage``), by index."""
-        probe = getattr(self.backend, "label_probability", None)
-        if self.triage is None or probe is None:
+        if self.triage is None or not isinstance(self.backend, ScoringBackend):
             return {}
+        probe = self.backend.label_probability
         low, high = self.triage
         target = self.policy.target(request=Label.HARMFUL)
         continuation = target[: target.index("Request:") + len("Request:")]
@@ -640,17 +700,30 @@ class Guard:
             return [exc] * len(prompts)
         return _per_prompt(generations, len(prompts))
 
-    def _finish_all(self, checks: list[_Check], outcomes: list[_Outcome]) -> list[Verdict]:
-        verdicts = []
+    def _finish_all(
+        self,
+        checks: list[_Check | InvalidInputError],
+        outcomes: list[_Outcome],
+        return_exceptions: bool = False,
+    ) -> list[Verdict | GuardVLError]:
+        verdicts: list[Verdict | GuardVLError] = []
         position = 0
         for check in checks:
+            if isinstance(check, InvalidInputError):  # refused (and recorded) when prepared
+                verdicts.append(check)
+                continue
             if check.verdict is not None:  # a cache hit
                 self._record(check, check.verdict)
                 verdicts.append(check.verdict)
                 continue
             mine = outcomes[position : position + len(check.windows)]
             position += len(check.windows)
-            verdicts.append(self._finish(check, mine))
+            try:
+                verdicts.append(self._finish(check, mine))
+            except GuardVLError as exc:  # on_error="raise"
+                if not return_exceptions:
+                    raise
+                verdicts.append(exc)
         return verdicts
 
     def _finish(self, check: _Check, outcomes: list[_Outcome]) -> Verdict:
@@ -775,3 +848,20 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     raise InvalidInputError(
         f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
     )
+
+
+def _ready(checks: list[_Check | InvalidInputError]) -> list[_Check]:
+    """The checks that were prepared (not refused)."""
+    return [check for check in checks if isinstance(check, _Check)]
+
+
+def _guard_option_names() -> frozenset[str]:
+    """The keyword options of :class:`Guard` (its constructor is the one list of them)."""
+    parameters = inspect.signature(Guard.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def _guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the :class:`Guard` options out of ``options`` (what a factory forwards to Guard)."""
+    names = _guard_option_names()
+    return {name: options.pop(name) for name in list(options) if name in names}

@@ -20,13 +20,13 @@ import contextlib
 import io
 import math
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 from guardvl_sdk.errors import InvalidInputError
+from guardvl_sdk.text import without_lone_surrogates
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,7 +87,6 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # palette and 1-bit images are converted to RGBA or L before downscaling).
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 4, "PA": 4, "I;16": 2, "I;16B": 2, "I;16L": 2}
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 MAX_ASPECT_RATIO = 200
 """Qwen2.5-VL's image processor refuses images more elongated than this."""
@@ -118,11 +117,6 @@ class ImageBudget:
                 f"the images of one check declare over {self.max_pixels} pixels in all "
                 "(the per-check image budget)"
             )
-
-
-def without_lone_surrogates(text: str) -> str:
-    """``text`` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def clean_text(value: object, *, what: str) -> str:

@@ -50,9 +50,9 @@ def _get_tracer() -> Any:
         except ImportError:
             _tracer = False
         else:  # a proxy until a provider is set, then it delegates to that provider
-            from guardvl_sdk import __version__
+            from importlib.metadata import version  # not guardvl_sdk.__version__: no cycle
 
-            _tracer = trace.get_tracer("guardvl_sdk", __version__)
+            _tracer = trace.get_tracer("guardvl_sdk", version("guardvl-sdk"))
     return _tracer
 
 

@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from guardvl_sdk.inputs import without_lone_surrogates
+from guardvl_sdk.text import without_lone_surrogates
 
 __all__ = [
     "Completion",

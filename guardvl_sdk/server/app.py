@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import AuditError, BackendError, GuardOutputError, InvalidInputError
-from guardvl_sdk.guard import CheckInput, Guard
+from guardvl_sdk.guard import Guard
 from guardvl_sdk.server.answers import litellm_answer, moderation_result
 from guardvl_sdk.server.metrics import Metrics
 from guardvl_sdk.server.parsing import count_images, read_check, read_litellm, read_moderation

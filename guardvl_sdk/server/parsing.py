@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import InvalidInputError
-from guardvl_sdk.guard import CheckInput
 from guardvl_sdk.inputs import clean_text
 
 __all__ = [
