@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from tenacity import (
@@ -119,6 +119,10 @@ class RemoteBackend:
         extra_body: Extra request fields, e.g. ``{"repetition_penalty": 1.0}`` for vLLM.
         headers: Extra HTTP headers.
         cooldown: Seconds a server that failed to connect is skipped.
+        image_format: How images are sent: ``"jpeg"`` (quality 95, default: about 3 ms of CPU
+            for a 886x665 photo) or ``"png"`` (lossless, the exact pixels the local backend
+            sees, at 10-20x the encoding time). Each image is encoded once per check, however
+            many text windows it is sent with.
         max_response_bytes: Largest answer body read; a longer one fails its prompt.
     """
 
@@ -142,6 +146,7 @@ class RemoteBackend:
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         cooldown: float = 10.0,
+        image_format: Literal["jpeg", "png"] = "jpeg",
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -163,6 +168,7 @@ class RemoteBackend:
         self.logprobs = logprobs
         self.stop = stop
         self.extra_body = dict(extra_body or {})
+        self.image_format: Literal["jpeg", "png"] = image_format
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self._secrets = [api_key, *(headers or {}).values()]
@@ -206,7 +212,7 @@ class RemoteBackend:
 
         async def one(prompt: Prompt) -> Generation:
             try:
-                # PNG-encoding images is CPU work: off the event loop.
+                # Encoding images is CPU work: off the event loop.
                 body = (
                     await asyncio.to_thread(self._body, prompt)
                     if prompt.images
@@ -261,7 +267,7 @@ class RemoteBackend:
 
     def _body(self, prompt: Prompt) -> dict[str, Any]:
         try:
-            messages = chat_messages(prompt)
+            messages = chat_messages(prompt, image_format=self.image_format)
         except ValueError as exc:
             raise BackendError(f"cannot send this prompt: {exc}") from exc
         body: dict[str, Any] = {

@@ -136,7 +136,7 @@ def build_tiny_model(
     seed: int = 0,
     corpus: Iterable[str] | None = None,
     vocab_size: int = 1024,
-    tokenizer: str | Path | None = None,
+    tokenizer: Any = None,
 ) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint and processor to ``path``, offline.
 
@@ -161,10 +161,11 @@ def build_tiny_model(
             like them tokenizes into far fewer tokens than bytes. Without it the tokenizer is
             byte-level plus a few merges for the format's tags.
         vocab_size: Vocabulary size to learn merges up to, when ``corpus`` is given.
-        tokenizer: A real Qwen2.5 ``tokenizer.json`` (or the directory holding it) to use
-            instead of the byte-level toy one: its 151,665 tokens, the 22 special ones included,
-            so prompts tokenize exactly as for a released guard (the embeddings grow to match;
-            the checkpoint is then about 80 MB). Not with ``corpus``.
+        tokenizer: A real Qwen2.5 ``tokenizer.json`` (or the directory holding it), or a Qwen2
+            tokenizer object, to use instead of the byte-level toy one (e.g. the real Qwen2.5
+            tokenizer: 151,665 tokens, so prompts tokenize as for a released guard; the
+            checkpoint is then about 80 MB). It must have the chat template's special tokens.
+            Not with ``corpus``.
 
     Returns:
         The directory, as a ``Path``.
@@ -189,10 +190,12 @@ def build_tiny_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
 
-    if tokenizer is not None:
+    if isinstance(tokenizer, str | Path):
         if corpus is not None:
             raise ValueError("give a real tokenizer or a corpus to learn merges from, not both")
         text_tokenizer = _load_tokenizer(Path(tokenizer))
+    elif tokenizer is not None:
+        text_tokenizer = tokenizer
     else:
         text_tokenizer = _build_tokenizer(corpus, vocab_size)
     ids = {token: text_tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
