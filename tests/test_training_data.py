@@ -217,7 +217,7 @@ def test_the_teacher_keeps_only_replies_that_agree_with_the_labels(tmp_path) -> 
         in first["messages"][1]["content"][-1]["text"]
     )
     image_part = seen[5]["messages"][1]["content"][1]
-    assert image_part["image_url"]["url"].startswith("data:image/png;base64,")
+    assert image_part["image_url"]["url"].startswith("data:image/")  # as the guard is sent it
     assert len(seen) == 6  # the record with reasoning was not sent
 
 
