@@ -115,7 +115,11 @@ def load_image(
             )
         image = _open_bytes(fetch(source))
     elif isinstance(source, str | os.PathLike):
-        image = _open_bytes(_read_file(Path(source)))
+        data = _read_file(Path(source))
+        try:
+            image = _open_bytes(data)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"image file {source}: {exc}") from exc
     elif type(source).__module__ == "numpy":
         image = _from_array(source)
     else:
@@ -170,7 +174,9 @@ def _open_bytes(data: bytes) -> Image.Image:
         raise InvalidInputError(f"image is {len(data)} bytes, over the {MAX_IMAGE_BYTES} limit")
     try:
         image = Image.open(io.BytesIO(data))  # lazy: reads the header only
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, not the input
+        raise InvalidInputError("not a readable image: unknown or damaged image format") from exc
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
         raise InvalidInputError(f"not a readable image: {exc}") from exc
     return _checked_open(image)
 

@@ -159,6 +159,9 @@ def build_tiny_model(
     Returns:
         The directory, as a ``Path``.
     """
+    from guardvl_sdk.extras import require
+
+    require("local", "building a tiny Qwen2.5-VL")
     import torch
     from transformers import (
         GenerationConfig,
