@@ -41,7 +41,7 @@ from guardvl_sdk.hooks import (
 )
 from guardvl_sdk.policy import GUARDREASONER_VL, Category, Policy
 from guardvl_sdk.records import Record, load_records
-from guardvl_sdk.verdict import Completion, Label, Status, Usage, Verdict
+from guardvl_sdk.verdict import Completion, InspectedPart, Label, Status, Usage, Verdict
 
 __version__ = "0.1.0"
 
@@ -70,6 +70,7 @@ __all__ = [
     "GuardOutputError",
     "GuardSession",
     "GuardVLError",
+    "InspectedPart",
     "InvalidDataError",
     "InvalidInputError",
     "JsonlAuditLog",

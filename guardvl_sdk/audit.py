@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardvl_sdk.errors import AuditError
+from guardvl_sdk.verdict import InspectedPart
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,6 +68,9 @@ class AuditRecord(BaseModel):
     text_sha256: str
     response_sha256: str | None
     image_sha256: list[str]
+    inspected: list[InspectedPart] = Field(
+        default_factory=list, description="The verdict's receipt: kinds, origins, sizes, hashes"
+    )
     error: str | None = None
     text: str | None = None
     response_text: str | None = None
@@ -95,6 +99,7 @@ class AuditRecord(BaseModel):
             text_sha256=content_hash(text),
             response_sha256=None if response is None else content_hash(response),
             image_sha256=[image_hash(image) for image in images],
+            inspected=list(verdict.inspected),
             error=verdict.error,
             text=text if include_content else None,
             response_text=response if include_content else None,

@@ -15,8 +15,10 @@ import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import ValidationError
+
 from guardvl_sdk import __version__
-from guardvl_sdk.errors import GuardVLError, InvalidInputError
+from guardvl_sdk.errors import ConfigurationError, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import DEFAULT_MODEL
 from guardvl_sdk.verdict import Label, Verdict
 
@@ -115,7 +117,36 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="train again even if cached")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_eval_parser(commands)
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve a guard over HTTP: moderation API, native checks, LiteLLM guardrail",
+        description="Serve a guard over HTTP (extra guardvl-sdk[server]); see docs/serving.md. "
+        "Give --config FILE, or --model (a model in this process) or --server URL... --model "
+        "NAME (inference servers). Flags override the file.",
+    )
+    serve.add_argument("--config", help="a guard.yaml (see guardvl_sdk.config)")
+    serve.add_argument("--model", help="model id or directory; with --server, the served name")
+    serve.add_argument("--server", nargs="+", metavar="URL", help="inference server base URLs")
+    serve.add_argument("--adapter", help="a LoRA adapter trained on --model")
+    serve.add_argument("--quantization", choices=["auto", "4bit", "8bit", "none"])
+    serve.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    serve.add_argument("--max-new-tokens", type=int)
+    serve.add_argument("--on-error", choices=["block", "allow"], help="default: block")
+    serve.add_argument("--host", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default 8080")
+    serve.add_argument("--api-key-file", help="accepted API keys, one per line")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="an accepted API key (repeatable; prefer --api-key-file or $GUARDVL_API_KEY)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
 
 
 def _add_eval_parser(commands: Any) -> None:
@@ -124,8 +155,8 @@ def _add_eval_parser(commands: Any) -> None:
         help="measure a guard on labelled data, or score existing generations",
         description="Per dataset and task: F1 (harmful positive), precision, recall, accuracy, "
         "confusion matrix, parse failures and truncations, output tokens, latency; plus "
-        "sample-weighted averages. Exit status: 0 done, 2 usage or data error, 130 interrupted "
-        "(rerun to resume). "
+        "sample-weighted averages, with bootstrap 95%% intervals. Exit status: 0 done, 1 a "
+        "--require gate failed, 2 usage or data error, 130 interrupted (rerun to resume). "
         "See docs/evaluation.md.",
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
@@ -136,6 +167,21 @@ def _add_eval_parser(commands: Any) -> None:
         "--predictions",
         metavar="FILE_OR_DIR",
         help="existing generations (prompt/label/predict JSONL); no model is run",
+    )
+    source.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="compare earlier runs (--output folders or results JSON files): one table and chart "
+        "across runs, per-item differences (written to --output, default guardvl-compare/)",
+    )
+    evaluate.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="GATE",
+        help="fail (exit 1) unless the figures meet GATE, e.g. 'f1>=0.9', 'fpr<=0.05', "
+        "'average@request:f1>=0.9', 'parse_errors==0' (repeatable; see docs/evaluation.md)",
     )
     evaluate.add_argument(
         "--model",
@@ -180,6 +226,20 @@ def _add_eval_parser(commands: Any) -> None:
     )
     evaluate.add_argument(
         "--target-recall", type=float, help="report the score threshold meeting it"
+    )
+    evaluate.add_argument("--label", help="the run's name in reports and --compare")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)"
+    )
+    evaluate.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples (default 1000; 0: none)"
+    )
+    evaluate.add_argument(
+        "--show",
+        type=int,
+        default=20,
+        metavar="N",
+        help="misclassified items shown per dataset, task and kind in the report (default 20)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -407,18 +467,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from guardvl_sdk.evaluation import evaluate_guard, score_predictions
-    from guardvl_sdk.evaluation.report import format_table, write_json, write_report
+    from guardvl_sdk.evaluation.gates import check_gates, parse_gate
+    from guardvl_sdk.evaluation.report import format_table, write_items, write_json, write_report
     from guardvl_sdk.evaluation.results import EvalResult
 
     targets = {"precision": args.target_precision, "recall": args.target_recall}
     if any(t is not None and not 0 < t <= 1 for t in targets.values()):
         print("guardvl eval: targets must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE
+    if args.compare is not None:
+        return _eval_compare(args)
     output = args.output
     try:
+        gates = [parse_gate(text) for text in args.require]
         if args.predictions is not None:
             datasets, notes = score_predictions(
-                args.predictions, task=args.task, none_is_unharmful=args.none_is_unharmful
+                args.predictions,
+                task=args.task,
+                none_is_unharmful=args.none_is_unharmful,
+                resamples=args.resamples,
+                seed=args.seed,
             )
             if args.none_is_unharmful:
                 notes.insert(0, "a 'None' label was read as unharmful (--none-is-unharmful)")
@@ -446,7 +514,15 @@ def _eval(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 target_precision=args.target_precision,
                 target_recall=args.target_recall,
+                resamples=args.resamples,
+                seed=args.seed,
             )
+        from pathlib import Path
+
+        named = Path(output or args.predictions or args.data).resolve().name
+        result = dataclasses.replace(result, label=args.label or named)
+        figures = result.to_json()
+        verdicts = check_gates(figures, gates)
     except GuardVLError as exc:
         print(f"guardvl eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -465,8 +541,44 @@ def _eval(args: argparse.Namespace) -> int:
         written.append(write_json(result, args.json))
     if output:
         written.append(write_json(result, f"{output}/results.json"))
-        written.append(write_report(result, output))
+        written.append(write_items(result, f"{output}/items.jsonl"))
+        written.append(write_report(result, output, show=args.show))
+        written.append(written[-1].with_suffix(".html"))
     for path in written:
+        print(f"wrote {path}")
+    failed = [v for v in verdicts if not v.passed]
+    for verdict in verdicts:
+        state = "passed" if verdict.passed else "FAILED"
+        detail = "; ".join(verdict.failures) or ("nothing to check" if not verdict.checked else "")
+        skipped = f" (skipped: {'; '.join(verdict.skipped)})" if verdict.skipped else ""
+        detail = f": {detail}" if detail else ""
+        print(f"gate {verdict.gate.text}: {state}, {verdict.checked} checked{detail}{skipped}")
+    if failed:
+        names = ", ".join(repr(v.gate.text) for v in failed)
+        print(f"guardvl eval: gate failed: {names}", file=sys.stderr)
+        return EXIT_BLOCKED
+    return EXIT_ALLOWED
+
+
+def _eval_compare(args: argparse.Namespace) -> int:
+    from guardvl_sdk.evaluation.compare import (
+        compare_runs,
+        format_comparison,
+        load_run,
+        write_comparison,
+    )
+
+    if args.require or args.task or args.none_is_unharmful:
+        print("guardvl eval: --compare takes no --require, --task or --none-is-unharmful",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        comparison = compare_runs([load_run(path) for path in args.compare])
+    except GuardVLError as exc:
+        print(f"guardvl eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_comparison(comparison))
+    for path in write_comparison(comparison, args.output or "guardvl-compare", show=args.show):
         print(f"wrote {path}")
     return EXIT_ALLOWED
 
@@ -495,6 +607,58 @@ def _eval_guard(args: argparse.Namespace) -> Guard:
     )
 
 
+def _serve_config(args: argparse.Namespace) -> Any:
+    """The configuration ``guardvl serve`` runs: the file's, with the flags on top."""
+    from guardvl_sdk.config import GuardConfig, load_config
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = load_config(args.config).model_dump(exclude_unset=True)
+    if args.server:
+        if not args.model:
+            raise ConfigurationError("--server needs --model, the served model's name")
+        data["backend"] = {"type": "server", "base_url": args.server, "model": args.model}
+    elif args.model:
+        data["backend"] = {"type": "local", "model": args.model}
+    backend = data.get("backend")
+    if backend is None:
+        raise ConfigurationError("give --config, --model, or --server URL... --model NAME")
+    quantization = None if args.quantization == "none" else args.quantization
+    local = {"adapter": args.adapter, "device": args.device, "quantization": quantization}
+    for key, value in {**local, "max_new_tokens": args.max_new_tokens}.items():
+        if value is not None and (backend["type"] == "local" or key == "max_new_tokens"):
+            backend[key] = value
+    if args.on_error:
+        data.setdefault("guard", {})["on_error"] = args.on_error
+    server = data.setdefault("server", {})
+    for key in ("host", "port", "api_key_file"):
+        if getattr(args, key) is not None:
+            server[key] = getattr(args, key)
+    return GuardConfig.model_validate(data)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from guardvl_sdk.server import serve
+    except ImportError as exc:
+        print(f"guardvl serve needs the server extra: pip install 'guardvl-sdk[server]' ({exc})")
+        return EXIT_USAGE
+    try:
+        config = _serve_config(args)
+        keys = [*args.api_key, *filter(None, [os.environ.get("GUARDVL_API_KEY")])]
+        settings = config.server.settings(extra_keys=tuple(keys))
+        guard = config.build()
+    except (GuardVLError, ValidationError) as exc:
+        print(f"guardvl serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    serve(
+        guard, settings, host=config.server.host, port=config.server.port, log_level=args.log_level
+    )
+    return EXIT_ALLOWED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guardvl`` command; returns the exit status."""
     args = _build_parser().parse_args(argv)
@@ -504,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "demo": _demo,
         "eval": _eval,
+        "serve": _serve,
     }
     return handlers[args.command](args)
 

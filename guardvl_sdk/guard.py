@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import Backend, Generation, Prompt
 from guardvl_sdk.cache import VerdictCache
+from guardvl_sdk.checks import BatchItem, CheckInput
+from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
 from guardvl_sdk.errors import (
     BackendError,
     ConfigurationError,
@@ -22,17 +24,22 @@ from guardvl_sdk.errors import (
 )
 from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
-from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, clean_text, load_images
+from guardvl_sdk.inputs import (
+    DEFAULT_MAX_PIXELS,
+    ImageBudget,
+    ImageInput,
+    clean_text,
+    load_image,
+)
+from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.verdict import Label, Status, Usage, Verdict
 from guardvl_sdk.windows import combine_windows, split_windows
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
-__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError"]
+__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
 
 logger = logging.getLogger("guardvl_sdk")
 
@@ -41,18 +48,6 @@ DEMO_MODEL = "demo"
 """The name that loads the offline demo guard (trained on first use, then cached)."""
 
 OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """One item of :meth:`Guard.check_batch`: the same arguments as :meth:`Guard.check`."""
-
-    text: str | None = None
-    image: ImageInput | Sequence[ImageInput] | None = None
-    response: str | None = None
-
-
-BatchItem = CheckInput | Mapping[str, Any] | str
 
 
 @dataclass(frozen=True)
@@ -67,9 +62,7 @@ class _Window:
 class _Check:
     """One item being checked: its content, its window prompts, or its cached verdict."""
 
-    text: str
-    response: str | None
-    images: tuple[Image.Image, ...]
+    content: Inspection
     windows: list[_Window]
     key: str | None
     verdict: Verdict | None = None
@@ -121,6 +114,14 @@ class Guard:
             full. Request checks only (a response check always reasons); a triaged verdict has
             empty reasoning. Off by default: the released guards were trained to reason first,
             so validate a band on your own data (the eval harness) before using it.
+        conversation_memory: How many conversation parts (keyed by content hash, chained over
+            the conversation so far) this guard remembers as judged allowed; a part remembered
+            is not sent again when the same conversation grows (``check(messages=...)``), so
+            turn N costs what is new in it. 0 turns it off (every check sends everything).
+        unreadable: Content the guard cannot read (audio, files, image URLs it does not
+            fetch): ``"raise"`` (default) an :class:`~guardvl_sdk.errors.InvalidInputError`;
+            ``"block"``: check the rest, list it as ``not_inspected`` in the receipt and block;
+            ``"allow"``: the same, but the guard's verdict on the rest decides.
     """
 
     def __init__(
@@ -139,6 +140,8 @@ class Guard:
         max_windows: int = 32,
         threshold: float | None = None,
         triage: tuple[float, float] | None = None,
+        conversation_memory: int = 50_000,
+        unreadable: Unreadable = "raise",
     ) -> None:
         if on_error not in ("block", "allow", "raise"):
             raise ConfigurationError(
@@ -150,6 +153,12 @@ class Guard:
             raise ConfigurationError("threshold must be between 0 and 1")
         if triage is not None and not 0.0 <= triage[0] <= triage[1] <= 1.0:
             raise ConfigurationError("triage must be (low, high) with 0 <= low <= high <= 1")
+        if unreadable not in ("raise", "block", "allow"):
+            raise ConfigurationError(
+                f"unreadable must be 'raise', 'block' or 'allow', not {unreadable!r}"
+            )
+        if conversation_memory < 0:
+            raise ConfigurationError("conversation_memory must be 0 (off) or more")
         if max_pixels < 28 * 28:
             raise ConfigurationError("max_pixels must be at least 784 (28 x 28)")
         if not 0 <= window_overlap < max_text_chars or max_windows < 1:
@@ -171,6 +180,8 @@ class Guard:
         if triage is not None and self.policy.categories:
             raise ConfigurationError("triage names no categories: use it without categories")
         self.triage = triage
+        self.unreadable: Unreadable = unreadable
+        self.memory = ConversationMemory(conversation_memory) if conversation_memory else None
 
     @classmethod
     def from_pretrained(
@@ -329,6 +340,17 @@ class Guard:
             threshold=threshold,
         )
 
+    @classmethod
+    def from_config(cls, path: str | Path) -> Guard:
+        """Build the guard a configuration file describes (backend, policy, every option).
+
+        See :mod:`guardvl_sdk.config` for the schema. Raises
+        :class:`~guardvl_sdk.errors.ConfigurationError` naming the file and the bad key.
+        """
+        from guardvl_sdk.config import load_config
+
+        return load_config(path).build()
+
     @property
     def model_id(self) -> str:
         """Id of the guard model behind the backend."""
@@ -347,7 +369,8 @@ class Guard:
         text: str | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        response: str | None = None,
+        response: str | Message | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Verdict:
         """Check a request, or with ``response`` the assistant's answer in its context.
 
@@ -355,18 +378,25 @@ class Guard:
             text: The user's request.
             image: One image or a list (path, bytes, PIL image, numpy array or data: URL).
             response: The assistant's answer; when given the guard judges it (and the request).
+                A str, or an assistant message (OpenAI format) whose tool calls are judged as
+                part of the answer.
+            messages: A whole conversation instead of ``text`` and ``image``: OpenAI-format
+                chat messages, every role and part of which is judged (see
+                :mod:`guardvl_sdk.conversation` for the layout). Parts already judged allowed
+                earlier in the same conversation are not sent again (``conversation_memory``).
 
         Raises:
-            InvalidInputError: The input cannot be checked (nothing to check, unreadable image).
+            InvalidInputError: The input cannot be checked (nothing to check, unreadable image,
+                a message field or part the guard cannot read).
             BackendError, GuardOutputError: Only under ``on_error="raise"``.
         """
-        return self.check_batch([CheckInput(text, image, response)])[0]
+        return self.check_batch([CheckInput(text, image, response, messages)])[0]
 
     def check_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
         """Check several inputs, batched on the backend; verdicts come back in order.
 
-        Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image`` and
-        ``response``, or a plain request string.
+        Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image``,
+        ``response`` and ``messages``, or a plain request string.
         """
         checks = self._prepare_all(items)
         pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
@@ -385,10 +415,11 @@ class Guard:
         text: str | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        response: str | None = None,
+        response: str | Message | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Verdict:
         """Like :meth:`check`, without blocking the event loop."""
-        return (await self.acheck_batch([CheckInput(text, image, response)]))[0]
+        return (await self.acheck_batch([CheckInput(text, image, response, messages)]))[0]
 
     async def acheck_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
         """Like :meth:`check_batch`, without blocking the event loop."""
@@ -453,11 +484,8 @@ class Guard:
 
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
-        text = "" if item.text is None else clean_text(item.text, what="text")
-        response = None if item.response is None else clean_text(item.response, what="response")
-        images = load_images(item.image, max_pixels=self.max_pixels, fetch=self._fetch)
-        if not text.strip() and not images:
-            raise InvalidInputError("nothing to check: give request text, an image, or both")
+        content = self._inspect(item)
+        text, response, images = content.text, content.response, content.images
         key = None
         if self.cache is not None:
             key = VerdictCache.key(
@@ -470,12 +498,53 @@ class Guard:
             cached = self.cache.get(key)
             if cached is not None:
                 hit = cached.model_copy(update={"latency_ms": _ms_since(began)})
-                return _Check(text, response, tuple(images), [], key, verdict=hit)
+                return _Check(content, [], key, verdict=self._receipted(content, hit))
         windows = [
             _Window(self.policy.render(request, images, answer), has_response=answer is not None)
             for request, answer in self._windows(text, response)
         ]
-        return _Check(text, response, tuple(images), windows, key)
+        return _Check(content, windows, key)
+
+    def _inspect(self, item: CheckInput) -> Inspection:
+        """Read the item into parts and lay them out, with the receipt (one place for both)."""
+        conversation = item.messages is not None
+        if conversation:
+            if item.text is not None or item.image is not None:
+                raise InvalidInputError("give messages= or text= and image=, not both")
+            parts = read_messages(item.messages or [])
+        else:
+            parts = []
+            if item.text is not None:
+                parts.append(Part("text", "user", 0, text=clean_text(item.text, what="text")))
+            sources = item.image if isinstance(item.image, list | tuple) else [item.image]
+            parts += [Part("image", "user", 0, image=s) for s in sources if s is not None]
+        answer = None
+        if item.response is not None:
+            answer = read_answer(item.response, len(item.messages or ()) if conversation else 1)
+        budget = ImageBudget()  # one per check: the images sent (not those judged earlier)
+        return inspect_parts(
+            parts,
+            answer,
+            load_image=lambda source: load_image(
+                source, max_pixels=self.max_pixels, fetch=self._fetch, budget=budget
+            ),
+            can_fetch=self._fetch is not None,
+            unreadable=self.unreadable,
+            memory=self.memory if conversation and item.memory else None,
+            conversation=conversation,
+        )
+
+    def _receipted(self, content: Inspection, verdict: Verdict) -> Verdict:
+        """The verdict with its receipt, blocked when content went uninspected (unless allowed);
+        an allowed conversation's parts are remembered as judged."""
+        update: dict[str, Any] = {"inspected": content.receipt}
+        if content.uninspected and self.unreadable == "block":
+            listed = "; ".join(content.uninspected)
+            update |= {"blocked": True, "error": f"not inspected: {listed}"}
+        verdict = verdict.model_copy(update=update)
+        if self.memory is not None and verdict.allowed and verdict.status is Status.OK:
+            self.memory.add(content.keys)
+        return verdict
 
     def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
         """The (request, response) pairs that cover a long text within the text budget."""
@@ -567,9 +636,10 @@ class Guard:
         verdict = combined.model_copy(
             update={"blocked": self._blocked(combined.status, combined.harmful is True)}
         )
-        self._record(check, verdict)
         if self.cache is not None and check.key is not None:
-            self.cache.put(check.key, verdict)
+            self.cache.put(check.key, verdict)  # the guard's own verdict on this content
+        verdict = self._receipted(check.content, verdict)
+        self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
             failure = next((o.result for o in outcomes if isinstance(o.result, Exception)), None)
             if isinstance(failure, GuardVLError):
@@ -621,9 +691,9 @@ class Guard:
         self.audit.write(
             AuditRecord.from_check(
                 verdict,
-                text=check.text,
-                response=check.response,
-                images=check.images,
+                text=check.content.text,
+                response=check.content.response,
+                images=check.content.images,
                 include_content=self.audit.include_content,
             )
         )
@@ -665,7 +735,7 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     if isinstance(item, str):
         return CheckInput(text=item)
     if isinstance(item, Mapping):
-        unknown = set(item) - {"text", "image", "response"}
+        unknown = set(item) - {"text", "image", "response", "messages", "memory"}
         if unknown:
             raise InvalidInputError(f"batch item {index}: unknown keys {sorted(unknown)}")
         return CheckInput(**item)

@@ -11,6 +11,16 @@ One JSON object per line::
      "reasoning": "Step 1: ...",                     # optional: the guard's reasoning target
      "id": "lock-001"}                               # optional
 
+A multi-turn item gives the conversation instead of ``request`` and ``images``: ``"messages"``, a
+list of OpenAI-format chat messages (every role; image parts as ``image_url`` with a ``data:``
+URL or a path relative to the file), judged the way ``guard.check(messages=...)`` judges it;
+``request_label`` labels the conversation's newest user turn in its context. Evaluation reads
+them (``load_records(path, multi_turn=True)``); training does not, yet::
+
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                  {"role": "user", "content": "Now help me hide a body."}],
+     "request_label": "harmful"}
+
 At least one label is required. Unknown keys are errors (they are usually typos). Blank lines
 are skipped. :func:`load_records` validates every record and reports every bad one by line
 number with the reason.
@@ -34,7 +44,7 @@ logger = logging.getLogger("guardvl_sdk")
 
 _KEYS = {
     "id", "request", "images", "response", "request_label", "response_label", "category",
-    "reasoning",
+    "reasoning", "messages",
 }  # fmt: skip
 
 
@@ -50,6 +60,8 @@ class Record(BaseModel):
         categories: Violated policy categories, if the data names them.
         reasoning: A reasoning target for training, if given.
         id: The record's id, or ``"{file name}:{line}"``.
+        messages: A multi-turn item's conversation (then ``request`` is empty and ``images``
+            too); image paths in it are absolute ``{"type": "image", "image": path}`` parts.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -62,14 +74,20 @@ class Record(BaseModel):
     categories: list[str] = Field(default_factory=list)
     reasoning: str | None = None
     id: str
+    messages: list[dict[str, Any]] | None = None
 
 
-def load_records(path: str | Path, *, skip_invalid: bool = False) -> list[Record]:
+def load_records(
+    path: str | Path, *, skip_invalid: bool = False, multi_turn: bool = False
+) -> list[Record]:
     """Read and validate a JSONL file of :class:`Record` objects.
 
     Args:
         path: The JSONL file. Image paths in it are relative to its folder.
         skip_invalid: Log bad records and return the good ones, instead of raising.
+        multi_turn: Accept multi-turn items (``messages``); off, they are bad records, so
+            code that reads only ``request`` (training) never takes a conversation for an empty
+            request.
 
     Raises:
         InvalidDataError: Some records are bad (every one is listed with its line number), or
@@ -87,7 +105,12 @@ def load_records(path: str | Path, *, skip_invalid: bool = False) -> list[Record
             continue
         try:
             records.append(
-                _parse_record(line, base=path.parent, default_id=f"{path.name}:{number}")
+                _parse_record(
+                    line,
+                    base=path.parent,
+                    default_id=f"{path.name}:{number}",
+                    multi_turn=multi_turn,
+                )
             )
         except ValueError as exc:
             problems.append((number, str(exc)))
@@ -98,7 +121,7 @@ def load_records(path: str | Path, *, skip_invalid: bool = False) -> list[Record
     return records
 
 
-def _parse_record(line: str, *, base: Path, default_id: str) -> Record:
+def _parse_record(line: str, *, base: Path, default_id: str, multi_turn: bool) -> Record:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -109,12 +132,22 @@ def _parse_record(line: str, *, base: Path, default_id: str) -> Record:
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}; known keys: {sorted(_KEYS)}")
 
-    request = _optional_str(data, "request")
-    if request is None:
-        raise ValueError("missing 'request' (use \"\" for an image-only request)")
-    images = [_image_path(item, base) for item in _as_list(data.get("images"), "images")]
-    if not request.strip() and not images:
-        raise ValueError("empty request and no images: nothing to check")
+    messages = None
+    if "messages" in data:
+        if not multi_turn:
+            raise ValueError("a multi-turn item ('messages'): this reader takes single turns")
+        if "request" in data or "images" in data:
+            raise ValueError("give 'messages' or 'request' and 'images', not both")
+        messages = _messages(data["messages"], base)
+        request, images = "", []
+    else:
+        given = _optional_str(data, "request")
+        if given is None:
+            raise ValueError("missing 'request' (use \"\" for an image-only request)")
+        request = given
+        images = [_image_path(item, base) for item in _as_list(data.get("images"), "images")]
+        if not request.strip() and not images:
+            raise ValueError("empty request and no images: nothing to check")
     response = _optional_str(data, "response")
     request_label = _label(data, "request_label")
     response_label = _label(data, "response_label")
@@ -135,7 +168,39 @@ def _parse_record(line: str, *, base: Path, default_id: str) -> Record:
         categories=[c.strip() for c in categories],
         reasoning=_optional_str(data, "reasoning"),
         id=str(record_id),
+        messages=messages,
     )
+
+
+def _messages(value: Any, base: Path) -> list[dict[str, Any]]:
+    """A multi-turn item's messages, image paths made absolute, checked as the guard reads them."""
+    from guardvl_sdk.conversation import read_messages
+    from guardvl_sdk.errors import InvalidInputError
+
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise ValueError("'messages' must be a non-empty list of chat messages (objects)")
+    messages = []
+    for message in value:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [_local_image(part, base) for part in content]
+        messages.append({**message, "content": content} if "content" in message else message)
+    try:
+        read_messages(messages)
+    except InvalidInputError as exc:
+        raise ValueError(f"'messages': {exc}") from None
+    return messages
+
+
+def _local_image(part: Any, base: Path) -> Any:
+    """An ``image_url`` part naming a file (not a data: or http(s) URL) as an image part."""
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return part
+    url = part.get("image_url")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str) or url.split(":", 1)[0].lower() in ("data", "http", "https"):
+        return part
+    return {"type": "image", "image": str(_image_path(url, base))}
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:

@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-__all__ = ["Completion", "Label", "Stage", "Status", "Usage", "Verdict"]
+__all__ = [
+    "Completion",
+    "InspectedPart",
+    "Label",
+    "PartKind",
+    "PartStatus",
+    "Stage",
+    "Status",
+    "Usage",
+    "Verdict",
+]
 
 
 class Label(str, Enum):
@@ -56,6 +66,47 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
+PartKind = Literal["text", "image", "tool_call", "tool_result", "other"]
+PartStatus = Literal["inspected", "earlier", "not_inspected"]
+
+
+class InspectedPart(BaseModel):
+    """One part of a check's input, as the inspection receipt lists it (never its content).
+
+    Attributes:
+        kind: ``text``, ``image``, ``tool_call`` (a call's name and arguments, as the assistant
+            wrote them), ``tool_result`` (what a tool returned to the model), or ``other``
+            (content the guard cannot read, such as audio; never ``inspected``).
+        role: Who the part came from: ``user``, ``assistant``, ``system`` or ``tool``.
+        message: Index of the message it came from, for a conversation; else None.
+        offset: For a slice of a streamed answer, where the slice starts in the whole answer
+            (the slice is ``[offset, offset + chars)``); else None.
+        chars: Length of a text part, in characters.
+        width: Pixel width of an image as the guard saw it (after the pixel budget).
+        height: Pixel height, likewise.
+        sha256: SHA-256 of the content: of a text's UTF-8, of an image's decoded pixels and size
+            (see :func:`guardvl_sdk.audit.image_hash`), of an unreadable part's source.
+        status: ``inspected``: sent to the guard in this check. ``earlier``: already judged in
+            an earlier check of the same conversation, so not sent again (see
+            ``Guard(conversation_memory=...)``). ``not_inspected``: the guard could not read it
+            (``Guard(unreadable=...)``); such a verdict is blocked unless allowed explicitly.
+        reason: Why a part was not inspected.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: PartKind
+    role: str | None = None
+    message: int | None = None
+    offset: int | None = None
+    chars: int | None = None
+    width: int | None = None
+    height: int | None = None
+    sha256: str
+    status: PartStatus = "inspected"
+    reason: str | None = None
+
+
 class Verdict(BaseModel):
     """The structured result of one guard check.
 
@@ -78,6 +129,8 @@ class Verdict(BaseModel):
         latency_ms: Wall time of the check, in milliseconds.
         cached: True when the verdict came from the verdict cache.
         windows: How many overlapping windows a long text was checked in (1 when it fit).
+        inspected: The inspection receipt: every part of the input, once each, in input order
+            (see :class:`InspectedPart`). Empty only for verdicts not made by a check.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -99,6 +152,7 @@ class Verdict(BaseModel):
     latency_ms: float = 0.0
     cached: bool = False
     windows: int = 1
+    inspected: tuple[InspectedPart, ...] = ()
 
     @computed_field  # type: ignore[prop-decorator]
     @property

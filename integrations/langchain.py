@@ -55,18 +55,20 @@ except ImportError:  # say which extra to install, not where the import failed
     require("langchain", "guardvl_sdk.integrations.langchain")
     raise
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
-from guardvl_sdk.guard import CheckInput, Guard
+from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     CheckMode,
     GuardEvent,
-    _add_messages,
-    _Checker,
-    _Request,
-    _Stream,
-    _StreamOptions,
-    _validate_options,
+    HookOptions,
+    OneAnswer,
+    Reporter,
+    Request,
+    RequestReader,
+    aguard_stream,
+    guard_stream,
 )
 from guardvl_sdk.inputs import clean_text
 from guardvl_sdk.verdict import Verdict
@@ -97,44 +99,48 @@ def read_request(value: Any) -> tuple[str | None, list[Any]]:
     Raises:
         InvalidInputError: Nothing to check, or content the guard cannot read.
     """
-    texts: list[str] = []
-    images: list[Any] = []
-    _read_into(value, "the input", texts, images)
-    if not any(text.strip() for text in texts) and not images:
+    request = _read(value)
+    return request.text, request.images
+
+
+def _read(value: Any) -> Request:
+    reader = RequestReader()
+    _read_into(value, "the input", reader)
+    if not any(text.strip() for text in reader.texts) and not reader.images:
         raise InvalidInputError("nothing to check in the input: no user text and no image")
-    return ("\n\n".join(texts) if texts else None), images
+    return reader.request()
 
 
-def _read_into(value: Any, where: str, texts: list[str], images: list[Any]) -> None:
+def _read_into(value: Any, where: str, reader: RequestReader) -> None:
     if value is None:
         return
     if isinstance(value, str):
         if value[:11].lower() == "data:image/":
-            images.append(value)
+            reader.add_images(value)
         else:
-            texts.append(clean_text(value, what=where))
+            reader.texts.append(clean_text(value, what=where))
     elif isinstance(value, PromptValue):
-        _read_chat(value.to_messages(), where, texts, images)
+        _read_chat(value.to_messages(), where, reader)
     elif isinstance(value, BaseMessage) or (isinstance(value, Mapping) and "role" in value):
-        _read_chat([value], where, texts, images)
+        _read_chat([value], where, reader)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _read_into(item, f"{where}[{key!r}]", texts, images)
+            _read_into(item, f"{where}[{key!r}]", reader)
     elif isinstance(value, list | tuple):
-        _read_chat(value, where, texts, images)
+        _read_chat(value, where, reader)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        texts.append(str(value))
+        reader.texts.append(str(value))
     else:
         raise InvalidInputError(f"{where}: cannot check a {type(value).__name__}")
 
 
-def _read_chat(messages: Sequence[Any], where: str, texts: list[str], images: list[Any]) -> None:
+def _read_chat(messages: Sequence[Any], where: str, reader: RequestReader) -> None:
     try:
         converted = convert_to_openai_messages(list(messages))
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise InvalidInputError(f"{where}: cannot read the messages: {exc}") from exc
     try:
-        _add_messages(converted, texts, images)
+        reader.add_messages(converted)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{where}: {exc}") from exc
 
@@ -153,7 +159,7 @@ def _answer_text(value: Any) -> str:
 # -- linking an output guard to its request -------------------------------------------------
 
 
-class _Requests:
+class Requests:
     """Requests allowed by input guards, by the run of the chain they ran in.
 
     An output guard of the same chain (a sibling step: same parent run) takes the request from
@@ -163,10 +169,10 @@ class _Requests:
 
     def __init__(self, limit: int = 1024) -> None:
         self.limit = limit
-        self._items: OrderedDict[UUID, _Request] = OrderedDict()
+        self._items: OrderedDict[UUID, Request] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, chain: UUID | None, request: _Request) -> None:
+    def put(self, chain: UUID | None, request: Request) -> None:
         if chain is None:
             return
         with self._lock:
@@ -175,14 +181,14 @@ class _Requests:
             while len(self._items) > self.limit:
                 self._items.popitem(last=False)
 
-    def take(self, chain: UUID | None) -> _Request | None:
+    def take(self, chain: UUID | None) -> Request | None:
         if chain is None:
             return None
         with self._lock:
             return self._items.pop(chain, None)
 
 
-_REQUESTS = _Requests()
+_REQUESTS = Requests()
 
 
 # -- the runnable ---------------------------------------------------------------------------
@@ -232,13 +238,13 @@ class GuardRunnable(Runnable[Any, Any]):
     ) -> None:
         if stage not in ("input", "output"):
             raise ConfigurationError(f"stage must be 'input' or 'output', not {stage!r}")
-        if not (on_block == "raise" or callable(on_block)):
-            raise ConfigurationError(f"on_block must be 'raise' or a callable: {on_block!r}")
+        options = HookOptions(on_block=on_block, on_verdict=on_verdict)
+        options.accepting("raise", handler=True)
         self.guard = guard
         self.stage: Stage = stage
         self.on_block = on_block
         self.name = name or f"guard_{stage}"
-        self._checker = _Checker(guard, self.name, on_verdict)
+        self._reporter = Reporter(guard, self.name, on_verdict)
 
     def __repr__(self) -> str:
         return f"GuardRunnable(stage={self.stage!r}, guard={self.guard!r})"
@@ -255,12 +261,12 @@ class GuardRunnable(Runnable[Any, Any]):
 
     def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun) -> Any:
         check = self._prepare(value, run_manager.parent_run_id)
-        verdict = self._checker.check(check.request, check.response)
+        verdict = self._reporter.check(check.request, check.response)
         return self._decide(verdict, value, check, run_manager.parent_run_id)
 
     async def _ainvoke(self, value: Any, run_manager: AsyncCallbackManagerForChainRun) -> Any:
         check = self._prepare(value, run_manager.parent_run_id)
-        verdict = await self._checker.acheck(check.request, check.response)
+        verdict = await self._reporter.acheck(check.request, check.response)
         return self._decide(verdict, value, check, run_manager.parent_run_id)
 
     # -- many inputs, one guard batch --------------------------------------------------------
@@ -333,7 +339,7 @@ class GuardRunnable(Runnable[Any, Any]):
         if isinstance(check, Exception):
             return check
         try:
-            verdict = self._checker.check(check.request, check.response)
+            verdict = self._reporter.check(check.request, check.response)
             return self._decide(verdict, value, check, chain)
         except Exception as exc:
             return exc
@@ -342,14 +348,14 @@ class GuardRunnable(Runnable[Any, Any]):
         if isinstance(check, Exception):
             return check
         try:
-            verdict = await self._checker.acheck(check.request, check.response)
+            verdict = await self._reporter.acheck(check.request, check.response)
             return self._decide(verdict, value, check, chain)
         except Exception as exc:
             return exc
 
     def _observed(self, verdict: Verdict, value: Any, check: _Prepared, chain: UUID | None) -> Any:
         """Report a verdict of a batch, then decide; a block becomes the item's exception."""
-        self._checker._observe(verdict, check.began, partial=False)
+        self._reporter.report(verdict, check.began)
         try:
             return self._decide(verdict, value, check, chain)
         except Exception as exc:
@@ -370,8 +376,7 @@ class GuardRunnable(Runnable[Any, Any]):
 
     def _prepare(self, value: Any, chain: UUID | None) -> _Prepared:
         if self.stage == "input":
-            text, images = read_request(value)
-            return _Prepared(_Request(text, images), None)
+            return _Prepared(_read(value), None)
         answer = _answer_text(value)
         request = _REQUESTS.take(chain)
         if request is None:
@@ -398,13 +403,13 @@ class _Prepared:
 
     __slots__ = ("began", "request", "response")
 
-    def __init__(self, request: _Request, response: str | None) -> None:
+    def __init__(self, request: Request, response: str | None) -> None:
         self.request = request
         self.response = response
         self.began = time.perf_counter()
 
     def as_input(self) -> CheckInput:
-        return CheckInput(self.request.text, self.request.images or None, self.response)
+        return self.request.check_input(self.response)
 
 
 # -- the chat model -------------------------------------------------------------------------
@@ -433,7 +438,8 @@ class GuardedChatModel(BaseChatModel):
     (``stream_every``, ``stream_window``, ``buffered``; see :func:`~guardvl_sdk.hooks.guarded`):
     chunks are held back until a check covering them has passed, and a block closes the inner
     stream. Tool calls in the answer pass through untouched; only its text is judged, and an
-    answer without text (tool calls only) is not checked. ``bind_tools`` formats the tools with
+    answer without text (tool calls only) is checked as an empty answer, as every entry point
+    does (see :mod:`guardvl_sdk.hooks`). ``bind_tools`` formats the tools with
     the inner model's own ``bind_tools``, so ``with_structured_output`` works too. Sampling
     parameters (temperature, max_tokens, ...) belong to the inner model: set them there.
 
@@ -474,12 +480,19 @@ class GuardedChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _valid_options(self) -> GuardedChatModel:
-        if self.on_block not in ("raise", "refuse"):
-            raise ConfigurationError(f"on_block must be 'raise' or 'refuse': {self.on_block!r}")
-        _validate_options(
-            self.check, self.on_block, self.refusal, self.stream_every, self.stream_window
-        )
+        self._options()
         return self
+
+    def _options(self) -> HookOptions:
+        return HookOptions.of(
+            check=self.check,
+            on_block=self.on_block,
+            refusal=self.refusal,
+            stream_every=self.stream_every,
+            stream_window=self.stream_window,
+            buffered=self.buffered,
+            on_verdict=self.on_verdict,
+        ).accepting("raise", "refuse")
 
     @property
     def _llm_type(self) -> str:
@@ -525,13 +538,9 @@ class GuardedChatModel(BaseChatModel):
     # -- the checks ---------------------------------------------------------------------------
 
     @property
-    def _checker(self) -> _Checker:
+    def _reporter(self) -> Reporter:
         name = f"GuardedChatModel({self.chat_model._llm_type})"
-        return _Checker(self.guard, name, self.on_verdict)
-
-    def _request(self, messages: list[BaseMessage]) -> _Request:
-        text, images = read_request(messages)
-        return _Request(text, images)
+        return Reporter(self.guard, name, self.on_verdict)
 
     def _block(self, verdict: Verdict, withheld: Any = None) -> AIMessage:
         if self.on_block == "raise":
@@ -544,8 +553,8 @@ class GuardedChatModel(BaseChatModel):
     def _refusal_result(self, verdict: Verdict) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=self._block(verdict))])
 
-    def _checked(self, generation: ChatGeneration, verdict: Verdict | None) -> ChatGeneration:
-        if verdict is None or not verdict.blocked:
+    def _checked(self, generation: ChatGeneration, verdict: Verdict) -> ChatGeneration:
+        if not verdict.blocked:
             return generation
         return ChatGeneration(message=self._block(verdict, generation.message))
 
@@ -556,18 +565,17 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages)
-        checker = self._checker
+        request = _read(messages)
+        reporter = self._reporter
         if self.check != "output":
-            verdict = checker.check(request)
+            verdict = reporter.check(request)
             if verdict.blocked:
                 return self._refusal_result(verdict)
         result = self.chat_model.generate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            generations = [
-                self._checked(g, self._answer_verdict(checker, request, g)) for g in generations
-            ]
+            verdicts = reporter.check_answers(request, [str(g.message.text) for g in generations])
+            generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     async def _agenerate(
@@ -577,33 +585,28 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages)
-        checker = self._checker
+        request = _read(messages)
+        reporter = self._reporter
         if self.check != "output":
-            verdict = await checker.acheck(request)
+            verdict = await reporter.acheck(request)
             if verdict.blocked:
                 return self._refusal_result(verdict)
         result = await self.chat_model.agenerate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            checked = []
-            for generation in generations:
-                text = str(generation.message.text)
-                found = await checker.acheck(request, text) if text else None
-                checked.append(self._checked(generation, found))
-            generations = checked
+            answers = [str(g.message.text) for g in generations]
+            verdicts = await reporter.acheck_answers(request, answers)
+            generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
-
-    def _answer_verdict(
-        self, checker: _Checker, request: _Request, generation: ChatGeneration
-    ) -> Verdict | None:
-        text = str(generation.message.text)
-        return checker.check(request, text) if text else None
 
     # -- streaming ----------------------------------------------------------------------------
 
-    def _stream_options(self) -> _StreamOptions:
-        return _StreamOptions(self.stream_every, self.stream_window, self.buffered)
+    def _gates(self) -> OneAnswer[AIMessageChunk, ChatGenerationChunk]:
+        return OneAnswer(
+            self._options().stream,
+            lambda chunk: str(chunk.text),
+            lambda chunk: ChatGenerationChunk(message=chunk),
+        )
 
     def _stream_block(self, verdict: Verdict, withheld: str | None) -> ChatGenerationChunk:
         refusal = self._block(verdict, withheld)
@@ -615,6 +618,12 @@ class GuardedChatModel(BaseChatModel):
             )
         )
 
+    def _stream_blocked(
+        self, gates: OneAnswer[AIMessageChunk, ChatGenerationChunk]
+    ) -> Callable[[Verdict, int], list[ChatGenerationChunk]]:
+        """The stream driver's ``on_block``: the withheld output is all the text so far."""
+        return lambda verdict, _key: [self._stream_block(verdict, gates.gate.text)]
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -622,41 +631,30 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages)
-        checker = self._checker
+        request = _read(messages)
+        reporter = self._reporter
         if self.check != "output":
-            verdict = checker.check(request)
+            verdict = reporter.check(request)
             if verdict.blocked:
                 yield self._stream_block(verdict, None)
                 return
         chunks = self.chat_model.stream(messages, _unobserved(), stop=stop, **kwargs)
-        stream = _Stream(self._stream_options())
-        try:
-            for chunk in chunks:
-                if self.check == "input":
+        close = chunks.close  # type: ignore[attr-defined]  # stops the inner model's generation
+        if self.check == "input":
+            try:
+                for chunk in chunks:
                     yield ChatGenerationChunk(message=chunk)
-                    continue
-                due = stream.add(chunk, str(chunk.text))
-                if due is None:
-                    continue
-                verdict = checker.check(request, due, partial=True)
-                if verdict.blocked:
-                    yield self._stream_block(verdict, stream.text)
-                    return
-                for held in stream.release():
-                    yield ChatGenerationChunk(message=held)
-            if self.check == "input":
-                return
-            due = stream.finish()
-            if due:  # an answer without text (tool calls only) is not judged
-                verdict = checker.check(request, due)
-                if verdict.blocked:
-                    yield self._stream_block(verdict, stream.text)
-                    return
-            for held in stream.release(final=True):
-                yield ChatGenerationChunk(message=held)
-        finally:
-            chunks.close()  # type: ignore[attr-defined]  # stops the inner model's generation
+            finally:
+                close()
+            return
+        gates = self._gates()
+        yield from guard_stream(
+            chunks,
+            gates,
+            lambda text, partial: reporter.check(request, text, partial),
+            self._stream_blocked(gates),
+            close=close,
+        )
 
     async def _astream(
         self,
@@ -665,38 +663,30 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request = self._request(messages)
-        checker = self._checker
+        request = _read(messages)
+        reporter = self._reporter
         if self.check != "output":
-            verdict = await checker.acheck(request)
+            verdict = await reporter.acheck(request)
             if verdict.blocked:
                 yield self._stream_block(verdict, None)
                 return
         chunks = self.chat_model.astream(messages, _unobserved(), stop=stop, **kwargs)
-        stream = _Stream(self._stream_options())
-        try:
-            async for chunk in chunks:
-                if self.check == "input":
+        aclose = chunks.aclose  # type: ignore[attr-defined]
+        if self.check == "input":
+            try:
+                async for chunk in chunks:
                     yield ChatGenerationChunk(message=chunk)
-                    continue
-                due = stream.add(chunk, str(chunk.text))
-                if due is None:
-                    continue
-                verdict = await checker.acheck(request, due, partial=True)
-                if verdict.blocked:
-                    yield self._stream_block(verdict, stream.text)
-                    return
-                for held in stream.release():
-                    yield ChatGenerationChunk(message=held)
-            if self.check == "input":
-                return
-            due = stream.finish()
-            if due:
-                verdict = await checker.acheck(request, due)
-                if verdict.blocked:
-                    yield self._stream_block(verdict, stream.text)
-                    return
-            for held in stream.release(final=True):
-                yield ChatGenerationChunk(message=held)
+            finally:
+                await aclose()
+            return
+        gates = self._gates()
+
+        async def check(text: str, partial: bool) -> Verdict:
+            return await reporter.acheck(request, text, partial)
+
+        guarded = aguard_stream(chunks, gates, check, self._stream_blocked(gates), close=aclose)
+        try:
+            async for item in guarded:
+                yield item
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await guarded.aclose()

@@ -8,7 +8,8 @@
 The wrapper never touches the client it wraps: it is a proxy whose ``chat.completions.create``
 checks the user turns of ``messages`` (text parts, ``image_url`` parts with ``data:`` URLs;
 ``http(s)`` image URLs only when the guard fetches images) before the call, and every returned
-choice (``n > 1`` included) after it, in the context of the request. A streamed answer is
+choice (``n > 1`` included; one of tool calls only as an empty answer) after it, in the context
+of the request. A streamed answer is
 checked while it streams with the middleware's rules (``stream_every``, ``stream_window``,
 ``buffered``; see :func:`~guardvl_sdk.hooks.guarded`). Everything else passes through to the
 client (``client.models.list()``, ``client.chat.completions.retrieve(...)``), except the other
@@ -27,12 +28,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
-
-from pydantic import BaseModel
 
 from guardvl_sdk.extras import require
 
@@ -47,17 +46,19 @@ except ImportError:  # say which extra to install, not where the import failed
     raise
 
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
-from guardvl_sdk.guard import CheckInput, Guard
+from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     CheckMode,
     GuardEvent,
-    _add_messages,
-    _Checker,
-    _Request,
-    _Stream,
-    _StreamOptions,
-    _validate_options,
+    HookOptions,
+    Reporter,
+    Request,
+    StreamGate,
+    StreamOptions,
+    aguard_stream,
+    guard_stream,
+    read_messages,
 )
 from guardvl_sdk.verdict import Verdict
 
@@ -72,15 +73,6 @@ _UNGUARDED_COMPLETIONS = frozenset(
 )
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Options:
-    check: CheckMode
-    on_block: Literal["raise", "refuse"]
-    refusal: str
-    stream: _StreamOptions
-    on_verdict: Callable[[GuardEvent], Any] | None
 
 
 @overload
@@ -142,12 +134,15 @@ def guard_openai(
     Returns:
         A :class:`GuardedOpenAI` (or :class:`AsyncGuardedOpenAI`) with the client's call paths.
     """
-    if on_block not in ("raise", "refuse"):
-        raise ConfigurationError(f"on_block must be 'raise' or 'refuse', not {on_block!r}")
-    _validate_options(check, on_block, refusal, stream_every, stream_window)
-    options = _Options(
-        check, on_block, refusal, _StreamOptions(stream_every, stream_window, buffered), on_verdict
-    )
+    options = HookOptions.of(
+        check=check,
+        on_block=on_block,
+        refusal=refusal,
+        stream_every=stream_every,
+        stream_window=stream_window,
+        buffered=buffered,
+        on_verdict=on_verdict,
+    ).accepting("raise", "refuse")
     if isinstance(client, AsyncOpenAI):
         return AsyncGuardedOpenAI(client, guard, options)
     if isinstance(client, OpenAI):
@@ -186,7 +181,7 @@ class GuardedOpenAI(_Proxy):
 
     _refused = _UNGUARDED_CLIENT
 
-    def __init__(self, client: OpenAI, guard: Guard, options: _Options) -> None:
+    def __init__(self, client: OpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
         self.unguarded = client
         self.guard = guard
@@ -208,7 +203,7 @@ class AsyncGuardedOpenAI(_Proxy):
 
     _refused = _UNGUARDED_CLIENT
 
-    def __init__(self, client: AsyncOpenAI, guard: Guard, options: _Options) -> None:
+    def __init__(self, client: AsyncOpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
         self.unguarded = client
         self.guard = guard
@@ -238,44 +233,19 @@ class _Guarding(_Proxy):
 
     _refused = _UNGUARDED_COMPLETIONS
 
-    def __init__(self, completions: Any, guard: Guard, options: _Options) -> None:
+    def __init__(self, completions: Any, guard: Guard, options: HookOptions) -> None:
         super().__init__(completions)
         self._options = options
-        self._guard = guard
-        self._checker = _Checker(guard, "chat.completions.create", options.on_verdict)
+        self._reporter = Reporter(guard, "chat.completions.create", options.on_verdict)
 
-    @property
-    def _checks_input(self) -> bool:
-        return self._options.check != "output"
-
-    @property
-    def _checks_output(self) -> bool:
-        return self._options.check != "input"
-
-    def _start(self, kwargs: dict[str, Any]) -> _Request:
+    def _start(self, kwargs: dict[str, Any]) -> Request:
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
         if "messages" not in kwargs:
             raise InvalidInputError("chat.completions.create needs messages=")
         if kwargs.get("audio") or "audio" in (kwargs.get("modalities") or ()):
             raise ConfigurationError("the guard reads text answers only: no audio output")
         messages = kwargs["messages"] = list(kwargs["messages"])
-        readable = [_as_mapping(message) for message in messages]
-        texts: list[str] = []
-        images: list[Any] = []
-        _add_messages(readable, texts, images)
-        return _Request("\n\n".join(texts) if texts else None, images)
-
-    def _answer_checks(self, request: _Request, answers: dict[int, str]) -> list[CheckInput]:
-        images = request.images or None
-        return [CheckInput(request.text, images, answer) for answer in answers.values()]
-
-    def _observed(
-        self, answers: dict[int, str], verdicts: list[Verdict], began: float
-    ) -> dict[int, Verdict]:
-        """Report each choice's verdict as a single check would; by choice index."""
-        for verdict in verdicts:
-            self._checker._observe(verdict, began, partial=False)
-        return dict(zip(answers, verdicts, strict=True))
+        return read_messages(messages)
 
     def _refusal_completion(self, kwargs: dict[str, Any]) -> ChatCompletion:
         """The answer to a blocked request under ``on_block="refuse"``: one choice per ``n``."""
@@ -326,23 +296,24 @@ class _Guarding(_Proxy):
         return completion.model_copy(update={"choices": choices})
 
     def _stream_blocked(
-        self, verdict: Verdict, index: int, choices: _Choices, model: str
-    ) -> list[ChatCompletionChunk]:
-        """Act on a block of choice ``index``: raise, or the refusal chunks that end the stream.
+        self, choices: _Choices
+    ) -> Callable[[Verdict, int], list[ChatCompletionChunk]]:
+        """The stream driver's ``on_block``: raise, or the refusal chunks that end the stream.
 
         The upstream stream stops, so every choice still open ends with the refusal.
         """
-        if self._options.on_block == "raise":
-            raise GuardBlocked(verdict, blocked_output=choices.streams[index].text)
-        return [self._refusal_chunk(i, model, choices.id) for i in choices.open(index)]
 
+        def on_block(verdict: Verdict, index: int) -> list[ChatCompletionChunk]:
+            if self._options.on_block == "raise":
+                raise GuardBlocked(verdict, blocked_output=choices.streams[index].text)
+            return [self._refusal_chunk(i, choices.model, choices.id) for i in choices.open(index)]
 
-def _as_mapping(message: Any) -> Mapping[str, Any]:
-    if isinstance(message, BaseModel):  # a ChatCompletionMessage given back as history
-        return message.model_dump(exclude_none=True)
-    if not isinstance(message, Mapping):
-        raise InvalidInputError(f"a chat message must be a dict, not {type(message).__name__}")
-    return message
+        return on_block
+
+    def _decided(
+        self, completion: ChatCompletion, answers: dict[int, str], verdicts: list[Verdict]
+    ) -> ChatCompletion:
+        return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
 
 
 def _choices(kwargs: dict[str, Any]) -> int:
@@ -351,23 +322,28 @@ def _choices(kwargs: dict[str, Any]) -> int:
 
 
 def _answers(completion: ChatCompletion) -> dict[int, str]:
-    """The text of each choice; choices without text (tool calls only) are not judged."""
-    return {c.index: c.message.content for c in completion.choices if c.message.content}
+    """The text of each choice, by index; a choice without text (tool calls only) has ``""``."""
+    return {c.index: c.message.content or "" for c in completion.choices}
 
 
 @dataclass
 class _Choices:
-    """The choices of one streamed completion, each held back and checked as ``_Stream`` does."""
+    """The choices of one streamed completion, each held back by its own stream gate.
 
-    options: _StreamOptions
-    streams: dict[int, _Stream] = field(default_factory=dict)
+    The :class:`~guardvl_sdk.hooks.Gates` of an OpenAI stream: the stream drivers run it.
+    """
+
+    options: StreamOptions
+    streams: dict[int, StreamGate[ChatCompletionChunk]] = field(default_factory=dict)
     tail: list[ChatCompletionChunk] = field(default_factory=list)  # usage chunks: at the end
     id: str | None = None
+    model: str = ""
     finished: set[int] = field(default_factory=set)  # choices whose finish_reason came
 
     def add(self, chunk: ChatCompletionChunk) -> list[tuple[int, str]]:
         """Hold a chunk; return the (choice, text) checks due now."""
         self.id = self.id or chunk.id
+        self.model = chunk.model
         if not chunk.choices:
             self.tail.append(chunk)
             return []
@@ -376,20 +352,25 @@ class _Choices:
             part = (
                 chunk if len(chunk.choices) == 1 else chunk.model_copy(update={"choices": [choice]})
             )
-            stream = self.streams.setdefault(choice.index, _Stream(self.options))
             if choice.finish_reason is not None:
                 self.finished.add(choice.index)
-            text = stream.add(part, choice.delta.content or "")
+            text = self._gate(choice.index).add(part, choice.delta.content or "")
             if text is not None:
                 due.append((choice.index, text))
         return due
 
+    def release(self, key: int) -> list[ChatCompletionChunk]:
+        """The chunks of choice ``key`` a passed mid-stream check lets out."""
+        return self.streams[key].release()
+
     def finish(self) -> list[tuple[int, str]]:
-        """The final checks: each choice's whole answer, unless already checked or empty."""
+        """The final checks: each choice's whole answer (an empty one too), unless checked."""
+        if not self.streams:
+            self._gate(0)  # a stream with no choice at all is an empty answer, checked too
         due = []
         for index, stream in self.streams.items():
             text = stream.finish()
-            if text:
+            if text is not None:
                 due.append((index, text))
         return due
 
@@ -405,6 +386,9 @@ class _Choices:
         """Every held chunk, after the final checks passed; usage chunks last."""
         held = [chunk for stream in self.streams.values() for chunk in stream.release(final=True)]
         return held + self.tail
+
+    def _gate(self, index: int) -> StreamGate[ChatCompletionChunk]:
+        return self.streams.setdefault(index, StreamGate(self.options))
 
 
 # -- sync -----------------------------------------------------------------------------------
@@ -473,8 +457,8 @@ class Completions(_Guarding):
         """
         request = self._start(kwargs)
         stream = bool(kwargs.get("stream"))
-        if self._checks_input:
-            verdict = self._checker.check(request)
+        if self._options.checks_input:
+            verdict = self._reporter.check(request)
             if verdict.blocked:
                 self._input_blocked(verdict)
                 if stream:
@@ -483,35 +467,21 @@ class Completions(_Guarding):
                     return GuardedStream(iter(chunks))
                 return self._refusal_completion(kwargs)
         result = self._wrapped.create(**kwargs)
-        if not self._checks_output:
+        if not self._options.checks_output:
             return GuardedStream(iter(result), result) if stream else result
         if stream:
-            return GuardedStream(self._guard_stream(request, result), result)
+            choices = _Choices(self._options.stream)
+            guarded = guard_stream(
+                result,
+                choices,
+                lambda text, partial: self._reporter.check(request, text, partial),
+                self._stream_blocked(choices),
+                close=result.close,  # stops the server's generation when blocked or abandoned
+            )
+            return GuardedStream(guarded, result)
         answers = _answers(result)  # n > 1: every choice, in one guard batch
-        began = time.perf_counter()
-        found = self._guard.check_batch(self._answer_checks(request, answers)) if answers else []
-        return self._decide_completion(result, self._observed(answers, found, began))
-
-    def _guard_stream(self, request: _Request, upstream: Any) -> Iterator[ChatCompletionChunk]:
-        choices = _Choices(self._options.stream)
-        model = ""
-        try:
-            for chunk in upstream:
-                model = chunk.model
-                for index, text in choices.add(chunk):
-                    verdict = self._checker.check(request, text, partial=True)
-                    if verdict.blocked:
-                        yield from self._stream_blocked(verdict, index, choices, model)
-                        return
-                    yield from choices.streams[index].release()
-            for index, text in choices.finish():
-                verdict = self._checker.check(request, text)
-                if verdict.blocked:
-                    yield from self._stream_blocked(verdict, index, choices, model)
-                    return
-            yield from choices.release_all()
-        finally:
-            upstream.close()  # stops the server's generation when blocked or abandoned
+        verdicts = self._reporter.check_answers(request, list(answers.values()))
+        return self._decided(result, answers, verdicts)
 
 
 # -- async ----------------------------------------------------------------------------------
@@ -579,8 +549,8 @@ class AsyncCompletions(_Guarding):
         """Like :meth:`Completions.create`, without blocking the event loop."""
         request = self._start(kwargs)
         stream = bool(kwargs.get("stream"))
-        if self._checks_input:
-            verdict = await self._checker.acheck(request)
+        if self._options.checks_input:
+            verdict = await self._reporter.acheck(request)
             if verdict.blocked:
                 self._input_blocked(verdict)
                 if stream:
@@ -589,39 +559,18 @@ class AsyncCompletions(_Guarding):
                     return AsyncGuardedStream(_aiter(chunks))
                 return self._refusal_completion(kwargs)
         result = await self._wrapped.create(**kwargs)
-        if not self._checks_output:
+        if not self._options.checks_output:
             return AsyncGuardedStream(result.__aiter__(), result) if stream else result
         if stream:
-            return AsyncGuardedStream(self._guard_stream(request, result), result)
-        answers = _answers(result)
-        began = time.perf_counter()
-        checks = self._answer_checks(request, answers)
-        found = await self._guard.acheck_batch(checks) if answers else []
-        return self._decide_completion(result, self._observed(answers, found, began))
+            choices = _Choices(self._options.stream)
 
-    async def _guard_stream(
-        self, request: _Request, upstream: Any
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        choices = _Choices(self._options.stream)
-        model = ""
-        try:
-            async for chunk in upstream:
-                model = chunk.model
-                for index, text in choices.add(chunk):
-                    verdict = await self._checker.acheck(request, text, partial=True)
-                    if verdict.blocked:
-                        for item in self._stream_blocked(verdict, index, choices, model):
-                            yield item
-                        return
-                    for item in choices.streams[index].release():
-                        yield item
-            for index, text in choices.finish():
-                verdict = await self._checker.acheck(request, text)
-                if verdict.blocked:
-                    for item in self._stream_blocked(verdict, index, choices, model):
-                        yield item
-                    return
-            for item in choices.release_all():
-                yield item
-        finally:
-            await upstream.close()
+            async def check(text: str, partial: bool) -> Verdict:
+                return await self._reporter.acheck(request, text, partial)
+
+            guarded = aguard_stream(
+                result, choices, check, self._stream_blocked(choices), close=result.close
+            )
+            return AsyncGuardedStream(guarded, result)
+        answers = _answers(result)
+        verdicts = await self._reporter.acheck_answers(request, list(answers.values()))
+        return self._decided(result, answers, verdicts)

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The team's shared data beside the checkout; GUARDVL_SHARED_DATA points elsewhere (a worktree).
+SHARED_DATA = Path(
+    os.environ.get("GUARDVL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 PREDICTIONS_DIR = SHARED_DATA / "guardreasoner-text-predictions"
 
 RESULT_HARMFUL_REQUEST = (

@@ -67,7 +67,7 @@ def test_report_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     report = write_report(result, tmp_path / "out").read_text()
     assert "Plots not drawn: matplotlib is not installed" in report
-    assert "| D | request | 1 | 100.00 |" in report
+    assert "| D | request | 1 | 100.00 [100.00, 100.00] |" in report
     assert not (tmp_path / "out" / "plots").exists()
 
 
@@ -172,8 +172,9 @@ def test_server_run_carries_scores_into_pr_curves(
     assert request["thresholds"]["precision>=0.6"]["threshold"] == pytest.approx(0.4)
     assert "precision>=0.6: score >= 0.4000" in printed
     plots = tmp_path / "out" / "plots"
-    assert (plots / "Scored-request-pr.png").is_file()
-    assert (plots / "Scored-request-scores.png").is_file()
+    assert (plots / "scores.png").is_file()  # PR curve, threshold sweep, reliability diagram
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| AP | ROC AUC | ECE |" in report
 
 
 def test_interrupted_cli_run_resumes(

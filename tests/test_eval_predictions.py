@@ -128,7 +128,17 @@ def test_cli_prints_the_table_for_all_18_files(
     assert set(figures["averages"]["8B"]) == {"request", "response", "refusal"}
     report = (out / "report.md").read_text()
     assert "8B/XSTestResponseRefusal" in report
-    assert (out / "plots" / "8B_XSTestResponseRefusal-refusal-confusion.png").stat().st_size > 0
+    assert "line 120: gold harmful, guard unparsed" in report  # 8B Aegis's unreadable output
+    from PIL import Image
+
+    with Image.open(out / "plots" / "overview.png") as overview:
+        assert overview.width >= 900
+    items = (out / "items.jsonl").read_text().splitlines()
+    tasks = ("request", "response", "refusal")
+    counted = sum(f["n"] for d in figures["datasets"].values() for t, f in d.items() if t in tasks)
+    assert len(items) == counted == 6585  # one line per item and task
+    first = json.loads(items[0])
+    assert first["ref"] == "line 1" and first["input"].startswith("Human user:")
 
 
 # -- small files, by hand -------------------------------------------------------------------

@@ -442,7 +442,8 @@ def test_guarded_model_passes_tool_calls_through_untouched() -> None:
         fake_model(AIMessage(content="", tool_calls=[call])), guard
     ).invoke("bread?")
     assert only_tools.tool_calls == [call]
-    assert seen(backend) == [("bread?", None)]  # no text to judge: no answer check
+    # The one empty-answer rule: an answer without text is still checked, as an empty response.
+    assert seen(backend) == [("bread?", None), ("bread?", "")]
 
 
 def test_guarded_model_checks_images_in_the_conversation() -> None:
@@ -571,7 +572,8 @@ def test_bound_tools_reach_the_inner_model_through_the_guard() -> None:
     assert answer.tool_calls == [call]
     assert inner.options[-1]["tools"][0]["function"]["name"] == "add"
     assert inner.options[-1]["tool_choice"] == "any"
-    assert seen(backend) == [("what is 1 + 2?", None)]  # the request was checked first
+    # The request was checked first; the answer (tool calls only) as an empty response.
+    assert seen(backend) == [("what is 1 + 2?", None), ("what is 1 + 2?", "")]
     with pytest.raises(GuardBlocked):
         bound.invoke("an attack with tools")
     assert len(inner.options) == 1  # a blocked request never reached the model

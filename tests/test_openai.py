@@ -273,7 +273,8 @@ def test_tool_calls_pass_through_untouched() -> None:
     )
     assert completion.choices[0].message.tool_calls[0].model_dump() == call
     assert completion.choices[0].finish_reason == "tool_calls"
-    assert seen(backend) == [("look it up", None)]  # no text in the answer: nothing to judge
+    # The one empty-answer rule: an answer without text is still checked, as an empty response.
+    assert seen(backend) == [("look it up", None), ("look it up", "")]
 
 
 def test_images_are_checked_and_urls_refused() -> None:

@@ -45,6 +45,7 @@ def test_wheel_layout(wheel: Path) -> None:
         "guardvl_sdk/integrations/openai.py",
         "guardvl_sdk/training/__init__.py",
         "guardvl_sdk/backends/local.py",
+        "guardvl_sdk/testing/__init__.py",
         "guardvl_sdk/evaluation/metrics.py",
     ):
         assert required in names

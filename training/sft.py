@@ -325,12 +325,12 @@ def load_base(settings: SFTSettings) -> tuple[Any, Any]:
     from accelerate import PartialState
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from guardvl_sdk.backends.local import _quantization_config
+    from guardvl_sdk.backends.loading import quantization_config
 
     device = PartialState().device
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and settings.method != "full" else torch.float32
-    quantization = _quantization_config(
+    quantization = quantization_config(
         "4bit" if settings.method == "qlora" else None, device, dtype
     )
     try:

@@ -1,23 +1,23 @@
-"""The local backend: a guard model loaded in this process with transformers."""
+"""The local backend: a guard model loaded in this process with transformers.
+
+Loading (device, dtype, quantization, adapter) is :mod:`guardvl_sdk.backends.loading`; the
+instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this module generates.
+"""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from guardvl_sdk.backends.base import Generation, Prompt
-from guardvl_sdk.backends.scoring import RESULT_END, label_side, label_token_index
-from guardvl_sdk.errors import ConfigurationError, ModelLoadError
-from guardvl_sdk.extras import require
+from guardvl_sdk.backends.loading import Quantization, load_model
+from guardvl_sdk.backends.prefix_cache import InstructionPrefix, forget_rope_deltas
+from guardvl_sdk.backends.scoring import STOP_STRINGS, label_side, label_token_index
+from guardvl_sdk.errors import ConfigurationError
 
-__all__ = ["LocalBackend", "Quantization", "check_model_source"]
-
-Quantization = Literal["auto", "4bit", "8bit"] | None
-
-STOP_STRINGS = (RESULT_END,)
+__all__ = ["LocalBackend", "Quantization"]
 
 
 class LocalBackend:
@@ -94,7 +94,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._label_ids = _label_token_ids(tokenizer)
         self.prefix_cache = prefix_cache
-        self._prefixes: dict[str, _Prefix | None] = {}
+        self._prefixes: dict[str, InstructionPrefix | None] = {}
         self._batcher: Batcher[Prompt, Generation] | None = None
         if batch_window_ms is not None:
             self._batcher = Batcher(
@@ -137,51 +137,16 @@ class LocalBackend:
                 :class:`LocalBackend`).
             **model_kwargs: Passed on to ``from_pretrained`` of the model.
         """
-        require("local", "loading a guard model in this process (Guard.from_pretrained)")
-        if adapter is not None:
-            require("local", "a LoRA adapter (adapter=...)", modules=("peft",))
-        name = str(model_id)
-        is_directory = check_model_source(name, what="guard model")
-        if adapter is not None:
-            check_model_source(str(adapter), what="adapter")
-
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = _resolve_dtype(dtype, target)
-        quantization_config = _quantization_config(quantization, target, torch_dtype)
-        common = {"revision": revision, "trust_remote_code": trust_remote_code}
-        try:
-            processor = AutoProcessor.from_pretrained(name, **common)
-            model = AutoModelForImageTextToText.from_pretrained(
-                name,
-                dtype=torch_dtype,
-                device_map={"": str(target)},
-                quantization_config=quantization_config,
-                use_safetensors=True,
-                **common,
-                **model_kwargs,
-            )
-        except (OSError, ValueError, ImportError, RuntimeError) as exc:
-            where = (
-                "the directory must hold safetensors weights and the processor files"
-                if is_directory
-                else "a hub id needs network access or a local cache (HF_HUB_OFFLINE=1 forbids "
-                "downloads)"
-            )
-            raise ModelLoadError(f"could not load guard model {name!r}: {exc}. {where}.") from exc
-        if adapter is not None:
-            try:
-                model.load_adapter(str(adapter))  # revision applies to the base model only
-            except (OSError, ValueError, ImportError, RuntimeError, KeyError) as exc:
-                raise ModelLoadError(
-                    f"could not load adapter {str(adapter)!r} on guard model {name!r}: {exc}. "
-                    "An adapter directory holds adapter_config.json and adapter_model.safetensors "
-                    "(guardvl train sft --method lora writes them), trained on this base model."
-                ) from exc
-            name = f"{name}+{adapter}"
-        model.eval()
+        model, processor, name = load_model(
+            model_id,
+            quantization=quantization,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            adapter=adapter,
+            **model_kwargs,
+        )
         return cls(
             model,
             processor,
@@ -277,7 +242,7 @@ class LocalBackend:
                 inputs = prefix.move_padding(inputs)
                 extra["past_key_values"] = prefix.cache_for(len(texts))
             inputs = inputs.to(self.device)
-            _forget_rope_deltas(self.model)
+            forget_rope_deltas(self.model)
             recorder = _LabelLogits(*self._label_ids, device=self.device)
             output = self.model.generate(
                 **inputs,
@@ -290,7 +255,7 @@ class LocalBackend:
         prompt_lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
         return new_tokens, prompt_lengths, output, recorder.table()
 
-    def _prefix(self, prompts: Sequence[Prompt]) -> _Prefix | None:
+    def _prefix(self, prompts: Sequence[Prompt]) -> InstructionPrefix | None:
         """The shared prefix of these prompts (their common system turn), computed once."""
         import json
 
@@ -301,7 +266,8 @@ class LocalBackend:
         if key not in self._prefixes:
             if len(self._prefixes) >= 8:  # a few policies per process at most; stay bounded
                 self._prefixes.pop(next(iter(self._prefixes)))
-            self._prefixes[key] = _Prefix.compute(self, prompts[0].messages[0])
+            system = prompts[0].messages[0]
+            self._prefixes[key] = InstructionPrefix.compute(self.model, self.processor, system)
         return self._prefixes[key]
 
     def _to_generation(
@@ -332,95 +298,6 @@ class LocalBackend:
             completion_tokens=completion_tokens,
             score=score,
         )
-
-
-class _Prefix:
-    """The token ids and key/value cache of the prefix every prompt of one policy starts with."""
-
-    def __init__(self, ids: list[int], cache: Any) -> None:
-        self.ids = ids
-        self.cache = cache
-
-    @classmethod
-    def compute(cls, backend: LocalBackend, system: dict[str, Any]) -> _Prefix | None:
-        """Find the prefix (what the chat text is before any user content) and run it once."""
-        import torch
-
-        template = backend.processor.apply_chat_template
-        probes = [
-            template(
-                [system, {"role": "user", "content": [{"type": "text", "text": marker}]}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for marker in ("\x01", "\x02")
-        ]
-        first, second = probes
-        same = next(
-            (i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first)
-        )
-        text = first[:same]
-        ids = backend.processor.tokenizer(text)["input_ids"]
-        if len(ids) < 2:
-            return None
-        with torch.inference_mode():
-            _forget_rope_deltas(backend.model)
-            output = backend.model(
-                input_ids=torch.tensor([ids], device=backend.device), use_cache=True
-            )
-        return cls(list(ids), output.past_key_values)
-
-    def starts(self, inputs: Any) -> bool:
-        """Whether every (left-padded) row of ``inputs`` starts with the prefix, and goes on."""
-        size = len(self.ids)
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        lengths = mask.sum(dim=1).tolist()
-        width = ids.shape[1]
-        return all(
-            length > size and ids[row, width - length : width - length + size].tolist() == self.ids
-            for row, length in enumerate(lengths)
-        )
-
-    def move_padding(self, inputs: Any) -> Any:
-        """Move each row's left padding to just after the prefix (prefix, padding, own tokens).
-
-        Every tensor laid out per token (ids, attention mask, multimodal token types) is permuted
-        alike; positions follow the attention mask, so each row's own tokens keep theirs.
-        """
-        import torch
-
-        ids = inputs["input_ids"]
-        batch, width = ids.shape
-        size = len(self.ids)
-        order = []
-        for length in inputs["attention_mask"].sum(dim=1).tolist():
-            pad = width - int(length)
-            order.append([*range(pad, pad + size), *range(pad), *range(pad + size, width)])
-        index = torch.tensor(order, dtype=torch.long)
-        for name, value in inputs.items():
-            if isinstance(value, torch.Tensor) and tuple(value.shape[:2]) == (batch, width):
-                inputs[name] = value.gather(1, index)
-        return inputs
-
-    def cache_for(self, batch: int) -> Any:
-        """A fresh copy of the prefix cache for ``batch`` rows (generation extends it)."""
-        import copy
-
-        cache = copy.deepcopy(self.cache)
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
-        return cache
-
-
-def _forget_rope_deltas(model: Any) -> None:
-    """Drop Qwen2-VL's remembered rope offsets, so positions are computed for this input.
-
-    The model keeps them between calls to continue a generation; with a precomputed prefix cache
-    it would otherwise apply the previous call's offsets to this one.
-    """
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "rope_deltas"):
-        inner.rope_deltas = None
 
 
 class _LabelLogits:
@@ -455,31 +332,6 @@ class _LabelLogits:
         return torch.stack([harmful, unharmful], dim=-1)
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]")
-
-
-def check_model_source(source: str, *, what: str) -> bool:
-    """Say early what is wrong with a model argument; True for a local directory.
-
-    An existing path must be a directory. Anything else is read as a hub id only when it looks
-    like one (``owner/name``, not ``./x``, ``/x``, ``~/x`` or ``x\\y``); otherwise it names a
-    directory that does not exist.
-
-    Raises:
-        ModelLoadError: The path is a file, or names no directory and is no hub id.
-    """
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return True
-    if path.exists():
-        raise ModelLoadError(f"{what} {source!r} is a file: give the model's directory")
-    if _HUB_ID.fullmatch(source) is None or source.startswith((".", "~")):
-        raise ModelLoadError(
-            f"{what} {source!r}: no such directory (and not a hub id of the form owner/name)"
-        )
-    return False
-
-
 def _share(harmful: float, unharmful: float) -> float | None:
     """exp(harmful) / (exp(harmful) + exp(unharmful)), from log-sum-exps; None if both are -inf."""
     import math
@@ -506,41 +358,3 @@ def _label_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
         elif side is False:
             unharmful.append(index)
     return sorted(harmful), sorted(unharmful)
-
-
-def _resolve_dtype(dtype: str | Any | None, device: Any) -> Any:
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ConfigurationError(f"unknown dtype {dtype!r}: use e.g. 'bfloat16' or 'float32'")
-    return resolved
-
-
-def _quantization_config(quantization: Quantization, device: Any, dtype: Any) -> Any:
-    if quantization == "auto":
-        quantization = "4bit" if device.type == "cuda" else None
-    if quantization is None:
-        return None
-    if quantization not in ("4bit", "8bit"):
-        raise ConfigurationError(
-            f"unknown quantization {quantization!r}: use 'auto', '4bit', '8bit' or None"
-        )
-    require("4bit", f"{quantization} quantization")
-    from transformers import BitsAndBytesConfig
-
-    # The vision tower stays in `dtype`: it is small, and quantizing it costs accuracy.
-    skip = ["model.visual", "visual", "lm_head"]  # the prefix form is what transformers 5 matches
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=dtype,
-        bnb_4bit_use_double_quant=True,
-        llm_int8_skip_modules=skip,
-    )

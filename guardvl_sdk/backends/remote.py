@@ -33,7 +33,7 @@ from tenacity import (
 from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.chat_api import chat_messages, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
-from guardvl_sdk.backends.local import STOP_STRINGS
+from guardvl_sdk.backends.scoring import STOP_STRINGS
 from guardvl_sdk.errors import (
     BackendConnectionError,
     BackendError,

@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["RESULT_END", "label_side", "label_token_index"]
+__all__ = ["RESULT_END", "STOP_STRINGS", "label_side", "label_token_index"]
 
 RESULT_END = "</result>"
+# Generation stops once the result block is closed: nothing after it is read.
+STOP_STRINGS = (RESULT_END,)
 
 
 def label_token_index(pieces: Sequence[str], label: str) -> int | None:

@@ -17,16 +17,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
+    "CalibrationBin",
     "Confusion",
     "Outcome",
     "PRPoint",
     "Task",
     "TaskMetrics",
+    "average_precision",
+    "calibration",
     "percentile",
     "pr_curve",
+    "roc_auc",
     "task_metrics",
     "threshold_for",
     "weighted_average",
@@ -49,6 +53,15 @@ class Outcome:
         score: The guard's probability of the positive class, when the backend gives one.
         output_tokens: Tokens the guard generated, when known.
         latency_ms: Wall time of the check, when measured.
+        ref: Where the item comes from (a record id, or ``line N`` of a prediction file).
+        input: The guard's input (the request, or the prediction file's prompt).
+        output: The guard's generation, exactly as written.
+        reasoning: The guard's reasoning, when it could be told apart from the answer.
+        gold_categories: Violated categories according to the data.
+        categories: Violated categories according to the guard.
+        inconsistent: Whether the reasoning concludes otherwise than the result
+            (:func:`~guardvl_sdk.evaluation.consistency.inconsistency`); None when it states
+            no conclusion or the result has no label.
     """
 
     gold: bool
@@ -57,6 +70,18 @@ class Outcome:
     score: float | None = None
     output_tokens: int | None = None
     latency_ms: float | None = None
+    ref: str = ""
+    input: str | None = None
+    output: str | None = None
+    reasoning: str | None = None
+    gold_categories: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    inconsistent: bool | None = None
+
+    @property
+    def correct(self) -> bool:
+        """Whether the guard's label is the gold one (an unreadable label is wrong)."""
+        return self.predicted is not None and self.predicted == self.gold
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,16 @@ class Confusion:
         """(TP + TN) / all; None for no items."""
         return _ratio(self.tp + self.tn, self.total)
 
+    @property
+    def fpr(self) -> float | None:
+        """FP / (FP + TN): the share of gold negatives flagged; None without gold negatives."""
+        return _ratio(self.fp, self.fp + self.tn)
+
+    @property
+    def fnr(self) -> float | None:
+        """FN / (FN + TP): the share of gold positives missed; None without gold positives."""
+        return _ratio(self.fn, self.fn + self.tp)
+
 
 @dataclass(frozen=True)
 class PRPoint:
@@ -101,6 +136,17 @@ class PRPoint:
     threshold: float
     precision: float
     recall: float
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One bin of a reliability diagram: items whose score lies in ``[low, high)``."""
+
+    low: float
+    high: float
+    count: int
+    mean_score: float
+    positive_rate: float
 
 
 @dataclass(frozen=True)
@@ -120,6 +166,20 @@ class TaskMetrics:
             report a latency (empty when none do).
         scored: Items with a score; the PR curve is drawn over them.
         pr_curve: Precision and recall at every distinct score threshold (empty without scores).
+        intervals: Bootstrap 95% intervals ``(low, high)`` of ``f1``, ``precision`` and
+            ``recall`` (None where the figure is undefined), see
+            :mod:`~guardvl_sdk.evaluation.confidence`.
+        average_precision: Area under the PR curve as scikit-learn's ``average_precision_score``
+            computes it, over the scored items; None without scores or gold positives.
+        roc_auc: Area under the ROC curve over the scored items; None without scores or without
+            both classes.
+        brier: Mean squared difference between score and gold (1 or 0) over the scored items.
+        ece: Expected calibration error over :attr:`calibration`'s bins.
+        calibration: The reliability diagram's bins (empty without scores).
+        consistency_checked: Items whose reasoning states a conclusion the result can be
+            compared with.
+        inconsistent: Of those, the items whose reasoning concludes otherwise than the result.
+        samples: The bootstrap resamples of each figure (for averaging intervals; not shown).
     """
 
     n: int
@@ -133,6 +193,15 @@ class TaskMetrics:
     latency_ms: dict[str, float] = field(default_factory=dict)
     scored: int = 0
     pr_curve: list[PRPoint] = field(default_factory=list)
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    average_precision: float | None = None
+    roc_auc: float | None = None
+    brier: float | None = None
+    ece: float | None = None
+    calibration: list[CalibrationBin] = field(default_factory=list)
+    consistency_checked: int = 0
+    inconsistent: int = 0
+    samples: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def f1(self) -> float | None:
@@ -154,9 +223,34 @@ class TaskMetrics:
         """Share of items labelled right."""
         return self.confusion.accuracy
 
+    @property
+    def fpr(self) -> float | None:
+        """False-positive rate: gold negatives flagged."""
+        return self.confusion.fpr
 
-def task_metrics(outcomes: Sequence[Outcome]) -> TaskMetrics:
-    """Compute every figure of one task from its outcomes."""
+    @property
+    def fnr(self) -> float | None:
+        """False-negative rate: gold positives missed."""
+        return self.confusion.fnr
+
+    @property
+    def inconsistency(self) -> float | None:
+        """Share of checked items whose reasoning concludes otherwise than the result."""
+        return _ratio(self.inconsistent, self.consistency_checked)
+
+
+def task_metrics(
+    outcomes: Sequence[Outcome], *, resamples: int = 1000, seed: int = 0
+) -> TaskMetrics:
+    """Compute every figure of one task from its outcomes.
+
+    Args:
+        outcomes: The task's items.
+        resamples: Bootstrap resamples for the intervals (0: no intervals).
+        seed: Seed of the bootstrap, so intervals are reproducible.
+    """
+    from guardvl_sdk.evaluation.confidence import bootstrap, interval
+
     tp = fp = tn = fn = 0
     for item in outcomes:
         predicted = (not item.gold) if item.predicted is None else item.predicted
@@ -167,7 +261,10 @@ def task_metrics(outcomes: Sequence[Outcome]) -> TaskMetrics:
     statuses = [item.status for item in outcomes]
     tokens = [item.output_tokens for item in outcomes if item.output_tokens is not None]
     latencies = [item.latency_ms for item in outcomes if item.latency_ms is not None]
-    scored = [item for item in outcomes if item.score is not None]
+    scored = [(item.score, item.gold) for item in outcomes if item.score is not None]
+    checked = [item.inconsistent for item in outcomes if item.inconsistent is not None]
+    samples = bootstrap(outcomes, resamples=resamples, seed=seed) if resamples else {}
+    bins = calibration(scored)
     return TaskMetrics(
         n=len(outcomes),
         confusion=Confusion(tp=tp, fp=fp, tn=tn, fn=fn),
@@ -179,7 +276,18 @@ def task_metrics(outcomes: Sequence[Outcome]) -> TaskMetrics:
         mean_output_tokens=sum(tokens) / len(tokens) if tokens else None,
         latency_ms={f"p{q}": percentile(latencies, q) for q in PERCENTILES} if latencies else {},
         scored=len(scored),
-        pr_curve=pr_curve([(item.score, item.gold) for item in scored if item.score is not None]),
+        pr_curve=pr_curve(scored),
+        intervals={name: interval(values) for name, values in samples.items()},
+        average_precision=average_precision(scored),
+        roc_auc=roc_auc(scored),
+        brier=sum((s - g) ** 2 for s, g in scored) / len(scored) if scored else None,
+        ece=sum(b.count * abs(b.mean_score - b.positive_rate) for b in bins) / len(scored)
+        if scored
+        else None,
+        calibration=bins,
+        consistency_checked=len(checked),
+        inconsistent=sum(checked),
+        samples=samples,
     )
 
 
@@ -237,6 +345,65 @@ def threshold_for(
     assert recall is not None
     meeting = [p for p in curve if p.recall >= recall]
     return max(meeting, key=lambda p: (p.precision, p.threshold), default=None)
+
+
+def average_precision(scored: Iterable[tuple[float, bool]]) -> float | None:
+    """Average precision: ``sum((R_k - R_{k-1}) * P_k)`` over the PR curve, highest threshold first.
+
+    The definition of scikit-learn's ``average_precision_score`` (no interpolation; tied scores
+    share one threshold). None without a gold positive.
+    """
+    curve = pr_curve(scored)
+    if not curve:
+        return None
+    total, previous = 0.0, 0.0
+    for point in curve:
+        total += (point.recall - previous) * point.precision
+        previous = point.recall
+    return total
+
+
+def roc_auc(scored: Iterable[tuple[float, bool]]) -> float | None:
+    """Area under the ROC curve: the chance a gold positive scores above a gold negative.
+
+    Ties count one half (the Mann-Whitney statistic, equal to scikit-learn's ``roc_auc_score``).
+    None unless both classes are present.
+    """
+    items = sorted(scored, key=lambda pair: pair[0])
+    positives = sum(gold for _, gold in items)
+    negatives = len(items) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum, start = 0.0, 0
+    while start < len(items):  # average ranks (1-based) over runs of tied scores
+        end = start
+        while end + 1 < len(items) and items[end + 1][0] == items[start][0]:
+            end += 1
+        mean_rank = (start + end) / 2 + 1
+        rank_sum += mean_rank * sum(gold for _, gold in items[start : end + 1])
+        start = end + 1
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def calibration(scored: Iterable[tuple[float, bool]], bins: int = 10) -> list[CalibrationBin]:
+    """The reliability diagram: ``bins`` equal-width score bins over [0, 1], empty ones left out.
+
+    Each bin holds the mean score of its items and the share of them that are gold positives;
+    a calibrated guard has the two equal. A score of 1 falls in the last bin.
+    """
+    grouped: dict[int, list[tuple[float, bool]]] = {}
+    for score, gold in scored:
+        grouped.setdefault(min(int(score * bins), bins - 1), []).append((score, gold))
+    return [
+        CalibrationBin(
+            low=index / bins,
+            high=(index + 1) / bins,
+            count=len(members),
+            mean_score=sum(s for s, _ in members) / len(members),
+            positive_rate=sum(g for _, g in members) / len(members),
+        )
+        for index, members in sorted(grouped.items())
+    ]
 
 
 def weighted_average(pairs: Iterable[tuple[float | None, int]]) -> float | None:

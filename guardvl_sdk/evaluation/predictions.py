@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from guardvl_sdk.errors import InvalidDataError
+from guardvl_sdk.evaluation.consistency import inconsistency, shown_reasoning
 from guardvl_sdk.evaluation.datasets import discover
 from guardvl_sdk.evaluation.metrics import Outcome, Task
 from guardvl_sdk.evaluation.results import POSITIVE, TASKS, DatasetResult
@@ -46,6 +47,8 @@ def score_predictions(
     task: Task | None = None,
     policy: Policy = GUARDREASONER_VL,
     none_is_unharmful: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> tuple[list[DatasetResult], list[str]]:
     """Score every prediction file under ``path`` (a file, or a folder of them).
 
@@ -55,6 +58,8 @@ def score_predictions(
         policy: The parser (the default reads both GuardReasoner formats).
         none_is_unharmful: Read a ``None`` label as unharmful, as the GuardReasoner-VL authors'
             code does; by default it is no label (unparsed, so wrong).
+        resamples: Bootstrap resamples for the 95% intervals.
+        seed: The bootstrap's seed (the same seed gives the same intervals).
 
     Returns:
         The results, and one note per file saying which task(s) it was scored on and why.
@@ -66,7 +71,13 @@ def score_predictions(
     results, notes = [], []
     for name, file in discover(path):
         result, why = score_prediction_file(
-            file, name=name, task=task, policy=policy, none_is_unharmful=none_is_unharmful
+            file,
+            name=name,
+            task=task,
+            policy=policy,
+            none_is_unharmful=none_is_unharmful,
+            resamples=resamples,
+            seed=seed,
         )
         results.append(result)
         skipped = f"; {result.unlabelled} item(s) label none of them" if result.unlabelled else ""
@@ -81,6 +92,8 @@ def score_prediction_file(
     task: Task | None = None,
     policy: Policy = GUARDREASONER_VL,
     none_is_unharmful: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> tuple[DatasetResult, str]:
     """Score one prediction file; returns the result and why it was scored on its task(s).
 
@@ -99,16 +112,19 @@ def score_prediction_file(
     tasks, why = _tasks(path, rows, golds, task)
     outcomes: dict[Task, list[Outcome]] = {t: [] for t in tasks}
     unlabelled = 0
-    for (_, row), gold in zip(rows, golds, strict=True):
+    for (line, row), gold in zip(rows, golds, strict=True):
         labelled = False
         for t in tasks:
             word = _gold_word(gold, t)
             if word is None:
                 continue
             labelled = True
-            outcomes[t].append(_outcome(row, t, word, policy, none_is_unharmful))
+            outcomes[t].append(_outcome(line, row, t, word, policy, none_is_unharmful))
         unlabelled += not labelled
-    return DatasetResult(name or path.stem, path, outcomes, unlabelled=unlabelled), why
+    result = DatasetResult(
+        name or path.stem, path, outcomes, unlabelled=unlabelled, resamples=resamples, seed=seed
+    )
+    return result, why
 
 
 def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -202,8 +218,19 @@ def _has_response(prompt: Any) -> bool | None:
     return prompt.rsplit("AI assistant:", 1)[1].strip() not in ("", "None")
 
 
+def _transcript(prompt: str) -> str:
+    """The checked conversation of a prompt: from its last ``Human user:`` on (no instruction)."""
+    at = prompt.rfind("Human user:")
+    return prompt[at:] if at >= 0 else prompt
+
+
 def _outcome(
-    row: dict[str, Any], task: Task, gold: str, policy: Policy, none_is_unharmful: bool
+    line: int,
+    row: dict[str, Any],
+    task: Task,
+    gold: str,
+    policy: Policy,
+    none_is_unharmful: bool,
 ) -> Outcome:
     label = "completion" if task == "refusal" else task
     parsed = policy.parse(
@@ -221,9 +248,16 @@ def _outcome(
         None if parsed.status.value != "ok" or value is None else value.value == POSITIVE[task]
     )
     score = row.get("score")
+    said = None if predicted is None else value.value if value is not None else None
+    prompt = row.get("prompt")
     return Outcome(
         gold=gold == POSITIVE[task],
         predicted=predicted,
         status=parsed.status.value,
         score=float(score) if score is not None else None,
+        ref=f"line {line}",
+        input=_transcript(prompt) if isinstance(prompt, str) else None,
+        output=row["predict"],
+        reasoning=shown_reasoning(row["predict"], parsed.reasoning),
+        inconsistent=inconsistency(row["predict"], task, said),
     )

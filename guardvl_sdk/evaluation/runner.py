@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guardvl_sdk.errors import GuardOutputError, GuardVLError
+from guardvl_sdk.evaluation.consistency import inconsistency, shown_reasoning
 from guardvl_sdk.evaluation.datasets import discover
 from guardvl_sdk.evaluation.metrics import Outcome, Task
 from guardvl_sdk.evaluation.results import POSITIVE, DatasetResult, EvalResult
@@ -53,12 +54,15 @@ def evaluate_guard(
     limit: int | None = None,
     target_precision: float | None = None,
     target_recall: float | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> EvalResult:
     """Run ``guard`` over labelled JSONL records and measure it.
 
-    Each record is one check: its request and images, with its response when it has one (the
-    guard then judges both). A record is scored on the request task when it has a
-    ``request_label`` and on the response task when it has a ``response_label``.
+    Each record is one check: its request and images (or, for a multi-turn item, its
+    conversation, judged alone), with its response when it has one (the guard then judges
+    both). A record is scored on the request task when it has a ``request_label`` and on the
+    response task when it has a ``response_label``.
 
     Args:
         guard: The guard to measure. Its ``batch_size`` items go to the backend at a time.
@@ -69,12 +73,16 @@ def evaluate_guard(
         limit: Check only the first ``limit`` records of each dataset.
         target_precision: Report the score threshold that meets this precision.
         target_recall: Report the score threshold that meets this recall.
+        resamples: Bootstrap resamples for the 95% intervals.
+        seed: The bootstrap's seed (the same seed gives the same intervals).
 
     Raises:
         InvalidDataError: A data file has bad records (all listed by line).
         InvalidInputError: ``data`` holds no ``.jsonl`` file.
     """
-    datasets = [(name, path, load_records(path)[:limit]) for name, path in discover(data)]
+    datasets = [
+        (name, path, load_records(path, multi_turn=True)[:limit]) for name, path in discover(data)
+    ]
     items = [
         _Item(name, index, record, _key(record, guard))
         for name, _, records in datasets
@@ -98,8 +106,10 @@ def evaluate_guard(
             }
             for task, gold in golds.items():
                 if gold is not None:
-                    outcomes.setdefault(task, []).append(_outcome(entry, task, gold.value))
-        results.append(DatasetResult(name, path, outcomes))
+                    outcomes.setdefault(task, []).append(
+                        _outcome(entry, task, gold.value, record, guard.policy)
+                    )
+        results.append(DatasetResult(name, path, outcomes, resamples=resamples, seed=seed))
     notes = [f"model: {guard.model_id}, batch size {guard.batch_size}"]
     if guard.batch_size > 1:
         notes.append(
@@ -175,6 +185,8 @@ def _check(guard: Guard, chunk: list[_Item]) -> list[Verdict | str]:
 
 
 def _input(record: Record) -> dict[str, Any]:
+    if record.messages is not None:  # judged alone: no memory of other items
+        return {"messages": record.messages, "response": record.response, "memory": False}
     return {
         "text": record.request,
         "image": list(record.images) or None,
@@ -218,12 +230,21 @@ def _entry(item: _Item, verdict: Verdict | str, policy: Policy) -> dict[str, Any
         "latency_ms": verdict.latency_ms,
         "error": verdict.error,
         "raw": verdict.raw,
+        "reasoning": verdict.reasoning,
+        "categories": verdict.categories,
     }
 
 
-def _outcome(entry: dict[str, Any], task: Task, gold: str) -> Outcome:
+def _outcome(
+    entry: dict[str, Any], task: Task, gold: str, record: Record, policy: Policy
+) -> Outcome:
     label, status = entry.get("tasks", {}).get(task, (None, entry["status"]))
     score_task = "response" if entry.get("stage") == "output" else "request"
+    raw = entry.get("raw") or ""
+    categories = tuple(entry.get("categories") or ())
+    shown = [f"[image {image.name}]" for image in record.images] + [record.request]
+    if record.response is not None:
+        shown.append(f"[response] {record.response}")
     return Outcome(
         gold=gold == POSITIVE[task],
         predicted=None if label is None else label == POSITIVE[task],
@@ -231,13 +252,34 @@ def _outcome(entry: dict[str, Any], task: Task, gold: str) -> Outcome:
         score=entry.get("score") if task == score_task else None,
         output_tokens=entry.get("output_tokens"),
         latency_ms=entry.get("latency_ms"),
+        ref=record.id,
+        input="\n".join(shown),
+        output=raw or entry.get("error"),
+        reasoning=shown_reasoning(raw, entry.get("reasoning")) if raw else None,
+        gold_categories=tuple(record.categories),
+        categories=categories,
+        inconsistent=inconsistency(
+            raw,
+            task,
+            label,
+            categories=categories,
+            policy_categories=[c.name for c in policy.categories],
+        )
+        if raw
+        else None,
     )
 
 
 def _key(record: Record, guard: Guard) -> str:
     """A hash of the record's content, the guard's model id and its policy."""
     digest = hashlib.sha256()
-    identity = [guard.model_id, guard.policy.model_dump_json(), record.request, record.response]
+    identity = [
+        guard.model_id,
+        guard.policy.model_dump_json(),
+        record.request,
+        record.response,
+        *([json.dumps(record.messages, sort_keys=True)] if record.messages is not None else []),
+    ]
     digest.update(json.dumps(identity).encode())
     for image in record.images:
         digest.update(hashlib.sha256(image.read_bytes()).digest())

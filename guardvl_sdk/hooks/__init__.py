@@ -1,0 +1,69 @@
+"""The middleware core: every way of guarding a VLM call stands on these modules.
+
+``@guarded`` (:mod:`.decorator`), ``guard.session()`` (:mod:`.session`), the OpenAI adapter and
+the LangChain adapters are thin peers on:
+
+- :mod:`.options`: the options every entry point shares, validated once (one ``on_block``
+  vocabulary);
+- :mod:`.events`: :class:`GuardEvent`, :class:`BlockedCall`, and the :class:`Reporter` every check
+  goes through (it logs and calls ``on_verdict``);
+- :mod:`.messages`: reading the request out of text, images and chat messages;
+- :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
+  one async driver;
+- :mod:`.signature`: reading a guarded function's signature.
+
+One rule for empty answers, the same everywhere: when the output check is on, every answer is
+checked, an empty one (or one of tool calls only) too, as an empty response. The output check
+judges the request together with the answer, and under ``check="output"`` it is the only check,
+so an answer without text never lets a request pass unjudged.
+"""
+
+from __future__ import annotations
+
+from guardvl_sdk.hooks.decorator import guarded
+from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
+from guardvl_sdk.hooks.messages import (
+    PART_READERS,
+    REQUEST_ROLES,
+    Request,
+    RequestReader,
+    read_messages,
+)
+from guardvl_sdk.hooks.options import (
+    DEFAULT_REFUSAL,
+    BlockMode,
+    CheckMode,
+    HookOptions,
+    OnBlock,
+    StreamOptions,
+)
+from guardvl_sdk.hooks.session import GuardSession
+from guardvl_sdk.hooks.signature import IMAGE_PARAMETERS, TEXT_PARAMETERS
+from guardvl_sdk.hooks.stream import Gates, OneAnswer, StreamGate, aguard_stream, guard_stream
+
+__all__ = [
+    "DEFAULT_REFUSAL",
+    "IMAGE_PARAMETERS",
+    "PART_READERS",
+    "REQUEST_ROLES",
+    "TEXT_PARAMETERS",
+    "BlockMode",
+    "BlockedCall",
+    "CheckMode",
+    "Gates",
+    "GuardEvent",
+    "GuardSession",
+    "Guardian",
+    "HookOptions",
+    "OnBlock",
+    "OneAnswer",
+    "Reporter",
+    "Request",
+    "RequestReader",
+    "StreamGate",
+    "StreamOptions",
+    "aguard_stream",
+    "guard_stream",
+    "guarded",
+    "read_messages",
+]

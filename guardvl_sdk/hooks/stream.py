@@ -1,0 +1,213 @@
+"""The stream gate: what of a streamed answer is released to the caller, and when.
+
+A streamed answer's chunks are held back until a check covering them has passed: a check is due
+each ``stream_every`` characters (sending the text since the last check, extended back
+``stream_window`` characters, or all of it), and a final check sees the whole answer. Without
+``buffered``, chunks are released when a mid-stream check passes, so everything the caller gets
+has passed a check of the text up to it; with ``buffered``, only after the final check.
+
+:class:`StreamGate` holds one answer; a :class:`Gates` holds the answers of one stream (one for
+most, one per choice for an OpenAI stream with ``n > 1``). :func:`guard_stream` and
+:func:`aguard_stream` are the one sync and the one async driver every streaming entry point runs:
+to change *when* a stream is checked or released, change this module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from guardvl_sdk.hooks.options import StreamOptions
+
+if TYPE_CHECKING:
+    from guardvl_sdk.verdict import Verdict
+
+__all__ = ["Gates", "OneAnswer", "StreamGate", "aguard_stream", "guard_stream"]
+
+C = TypeVar("C")
+O = TypeVar("O")  # noqa: E741  # the output chunk type
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+@dataclass
+class StreamGate(Generic[C]):
+    """The chunks of one streamed answer, held back until a check covering them has passed.
+
+    Attributes:
+        options: When checks are due and whether release waits for the end.
+        text: All the answer's text so far.
+        released: The text the caller has received.
+        held: Chunks not yet released.
+    """
+
+    options: StreamOptions
+    text: str = ""
+    released: str = ""
+    held: list[C] = field(default_factory=list)
+    checked_chars: int = 0
+    checked_all: bool = False
+
+    def add(self, chunk: C, chunk_text: str) -> str | None:
+        """Hold a chunk; return the text to check now, or None when no check is due."""
+        self.held.append(chunk)
+        self.text += chunk_text
+        every = self.options.every
+        if every is None or len(self.text) - self.checked_chars < every:
+            return None
+        # The window reaches back `window` characters but never starts after the text the last
+        # check ended at: a chunk longer than the window must not slip between two checks.
+        start = 0 if self.options.window is None else len(self.text) - self.options.window
+        start = max(0, min(start, self.checked_chars))
+        self.checked_chars, self.checked_all = len(self.text), start == 0
+        return self.text[start:]
+
+    def finish(self) -> str | None:
+        """The whole answer for the final check, or None if the last check already saw it all.
+
+        An empty answer is returned too (``""``): it is checked like any other.
+        """
+        if self.checked_all and self.checked_chars == len(self.text):
+            return None
+        self.checked_chars, self.checked_all = len(self.text), True
+        return self.text
+
+    def release(self, final: bool = False) -> list[C]:
+        """The held chunks the caller may now have (all of them after the final check)."""
+        if self.options.buffered and not final:
+            return []
+        chunks, self.held = self.held, []
+        self.released = self.text
+        return chunks
+
+
+class Gates(Protocol[C_contra, O]):
+    """The answers of one stream, by key, as the drivers use them."""
+
+    def add(self, chunk: C_contra) -> list[tuple[int, str]]:
+        """Hold a chunk; return the (answer key, text) checks due now."""
+        ...
+
+    def release(self, key: int) -> list[O]:
+        """What the caller may have of answer ``key`` after a mid-stream check passed."""
+        ...
+
+    def finish(self) -> list[tuple[int, str]]:
+        """The final (answer key, whole text) checks still due."""
+        ...
+
+    def release_all(self) -> list[O]:
+        """Everything held, after the final checks passed."""
+        ...
+
+
+class OneAnswer(Generic[C, O]):
+    """:class:`Gates` for a stream of one answer.
+
+    Args:
+        options: The stream options.
+        text_of: The text of a chunk (it may raise to refuse a chunk it cannot read).
+        wrap: What the caller gets for a released chunk (default: the chunk).
+    """
+
+    def __init__(
+        self,
+        options: StreamOptions,
+        text_of: Callable[[C], str],
+        wrap: Callable[[C], O] | None = None,
+    ) -> None:
+        self.gate: StreamGate[C] = StreamGate(options)
+        self._text_of = text_of
+        self._wrap = wrap
+
+    def add(self, chunk: C) -> list[tuple[int, str]]:
+        due = self.gate.add(chunk, self._text_of(chunk))
+        return [] if due is None else [(0, due)]
+
+    def release(self, key: int) -> list[O]:
+        return self._out(self.gate.release())
+
+    def finish(self) -> list[tuple[int, str]]:
+        due = self.gate.finish()
+        return [] if due is None else [(0, due)]
+
+    def release_all(self) -> list[O]:
+        return self._out(self.gate.release(final=True))
+
+    def _out(self, chunks: list[C]) -> list[O]:
+        wrap = self._wrap
+        return [wrap(c) for c in chunks] if wrap is not None else chunks  # type: ignore[return-value]
+
+
+def guard_stream(
+    chunks: Iterable[C],
+    gates: Gates[C, O],
+    check: Callable[[str, bool], Verdict],
+    on_block: Callable[[Verdict, int], Iterable[O]],
+    close: Callable[[], object] | None = None,
+) -> Iterator[O]:
+    """Stream ``chunks`` to the caller through ``gates``, checking as they come.
+
+    Args:
+        chunks: The upstream stream.
+        gates: Holds the answers and says when checks are due.
+        check: Called with the text to check and whether the answer is still streaming; returns
+            the verdict (reported).
+        on_block: Called with a blocking verdict and the key of the answer it blocked; raises, or
+            returns what the caller gets instead (the stream then ends).
+        close: Called when the stream ends, is blocked or is abandoned: stops the upstream
+            generation.
+    """
+    try:
+        for chunk in chunks:
+            for key, text in gates.add(chunk):
+                verdict = check(text, True)
+                if verdict.blocked:
+                    yield from on_block(verdict, key)
+                    return
+                yield from gates.release(key)
+        for key, text in gates.finish():
+            verdict = check(text, False)
+            if verdict.blocked:
+                yield from on_block(verdict, key)
+                return
+        yield from gates.release_all()
+    finally:
+        if close is not None:
+            close()
+
+
+async def aguard_stream(
+    chunks: AsyncIterable[C],
+    gates: Gates[C, O],
+    check: Callable[[str, bool], Awaitable[Verdict]],
+    on_block: Callable[[Verdict, int], Iterable[O] | Awaitable[Iterable[O]]],
+    close: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncGenerator[O, None]:
+    """Like :func:`guard_stream`, for an async stream; ``on_block`` may be a coroutine."""
+    try:
+        async for chunk in chunks:
+            for key, text in gates.add(chunk):
+                verdict = await check(text, True)
+                if verdict.blocked:
+                    for item in await _resolved(on_block(verdict, key)):
+                        yield item
+                    return
+                for item in gates.release(key):
+                    yield item
+        for key, text in gates.finish():
+            verdict = await check(text, False)
+            if verdict.blocked:
+                for item in await _resolved(on_block(verdict, key)):
+                    yield item
+                return
+        for item in gates.release_all():
+            yield item
+    finally:
+        if close is not None:
+            await close()
+
+
+async def _resolved(value: Iterable[O] | Awaitable[Iterable[O]]) -> Iterable[O]:
+    return await value if inspect.isawaitable(value) else value

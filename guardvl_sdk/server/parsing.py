@@ -1,0 +1,229 @@
+"""Reading the service's request bodies into checks: the one place that parses message parts.
+
+Every field that carries content is read into a :class:`~guardvl_sdk.guard.CheckInput` or
+refused with :class:`~guardvl_sdk.errors.InvalidInputError` (allowlist, not denylist). An image
+is a ``data:`` URL, or an http(s) URL that the guard fetches only when it was built with
+``fetch_images``: a request body can never name a file on the server.
+
+When the SDK's shared message reading lands in ``guardvl_sdk.hooks``, :func:`read_parts` and
+:func:`read_messages` delegate to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from guardvl_sdk.errors import InvalidInputError
+from guardvl_sdk.guard import CheckInput
+from guardvl_sdk.inputs import clean_text
+
+__all__ = [
+    "RESPONSE_ONLY_REQUEST",
+    "LiteLLMCheck",
+    "Parts",
+    "read_check",
+    "read_litellm",
+    "read_messages",
+    "read_moderation",
+    "read_parts",
+]
+
+RESPONSE_ONLY_REQUEST = "(the request was not shown to the guard)"
+"""The request line of a response check that arrives without its request (LiteLLM's post-call
+guardrail sends only the model's answer). The guard judges the response; the request label of
+such a verdict says nothing."""
+
+_IMAGE_SCHEMES = ("data", "http", "https")
+
+
+@dataclass
+class Parts:
+    """Text and images read from a list of content parts, in order."""
+
+    texts: list[str]
+    images: list[str]
+
+    @property
+    def text(self) -> str:
+        """The texts joined by blank lines, as one request."""
+        return "\n\n".join(self.texts)
+
+
+def image_url(value: Any, where: str) -> str:
+    """An image source from a request body: a ``data:`` or http(s) URL, never a path."""
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str) or url.split(":", 1)[0].lower() not in _IMAGE_SCHEMES:
+        raise InvalidInputError(f"{where}: an image must be a data: or http(s) URL: {url!r:.60}")
+    return url
+
+
+def read_parts(parts: Sequence[Any], where: str) -> Parts:
+    """Read OpenAI content parts (``text`` and ``image_url``); any other part is refused."""
+    found = Parts([], [])
+    for index, part in enumerate(parts):
+        here = f"{where}[{index}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            found.texts.append(clean_text(part.get("text"), what=f"{here}.text"))
+        elif kind == "image_url":
+            found.images.append(image_url(part.get("image_url"), here))
+        else:
+            raise InvalidInputError(
+                f"{here}: cannot check a part of type {kind!r} (text and image_url parts only)"
+            )
+    return found
+
+
+def read_messages(messages: Any, where: str = "messages") -> tuple[Parts, str | None]:
+    """Read a chat: the user turns are the request, a final assistant turn the response.
+
+    Other roles (system, tool) and an assistant turn before the last are refused: the native
+    API checks what it is given, so it is given only what it can check.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInputError(f"{where} must be a non-empty list of chat messages")
+    request = Parts([], [])
+    response: str | None = None
+    for index, message in enumerate(messages):
+        here = f"{where}[{index}]"
+        if not isinstance(message, Mapping):
+            raise InvalidInputError(f"{here} must be an object")
+        role, content = message.get("role"), message.get("content")
+        last = index == len(messages) - 1
+        if role == "assistant" and last:
+            if not isinstance(content, str):
+                raise InvalidInputError(f"{here}: the assistant's content must be a string")
+            response = clean_text(content, what=f"{here}.content")
+        elif role == "user":
+            if isinstance(content, str):
+                request.texts.append(clean_text(content, what=f"{here}.content"))
+            elif isinstance(content, list):
+                parts = read_parts(content, f"{here}.content")
+                request.texts += parts.texts
+                request.images += parts.images
+            else:
+                raise InvalidInputError(f"{here}.content must be a string or a list of parts")
+        else:
+            raise InvalidInputError(
+                f"{here}: cannot check a {role!r} turn here (user turns, then optionally one "
+                "final assistant turn)"
+            )
+    return request, response
+
+
+def _object(body: Any, allowed: set[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise InvalidInputError(f"{what}: the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInputError(f"{what}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    return body
+
+
+def read_moderation(body: Any) -> list[CheckInput]:
+    """``POST /v1/moderations``: one check per string, or one for a list of parts.
+
+    ``input`` is a string, a list of strings, or a list of ``text`` / ``image_url`` parts, as
+    OpenAI's moderation API takes it. ``model`` is accepted and ignored (the guard answers).
+    """
+    body = _object(body, {"input", "model"}, "moderation")
+    value = body.get("input")
+    if isinstance(value, str):
+        return [CheckInput(text=clean_text(value, what="input"))]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [CheckInput(text=clean_text(v, what=f"input[{i}]")) for i, v in enumerate(value)]
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        parts = read_parts(value, "input")
+        return [CheckInput(text=parts.text, image=parts.images or None)]
+    raise InvalidInputError(
+        "moderation: input must be a string, a list of strings, or a list of text and "
+        "image_url parts"
+    )
+
+
+def read_check(body: Any) -> CheckInput:
+    """``POST /v1/guard/check``: ``text``, ``images``, ``response``, or ``messages``."""
+    body = _object(body, {"text", "images", "response", "messages"}, "check")
+    if "messages" in body:
+        if any(key in body for key in ("text", "images", "response")):
+            raise InvalidInputError("check: give messages, or text/images/response, not both")
+        request, response = read_messages(body["messages"])
+        return CheckInput(text=request.text, image=request.images or None, response=response)
+    images = body.get("images") or []
+    if not isinstance(images, list):
+        raise InvalidInputError("check: images must be a list of data: or http(s) URLs")
+    text, response = body.get("text"), body.get("response")
+    return CheckInput(
+        text=None if text is None else clean_text(text, what="text"),
+        image=[image_url(url, f"images[{i}]") for i, url in enumerate(images)] or None,
+        response=None if response is None else clean_text(response, what="response"),
+    )
+
+
+# LiteLLM's Generic Guardrail API request: these fields describe the call, not its content.
+_LITELLM_METADATA = {
+    "input_type",
+    "litellm_call_id",
+    "litellm_trace_id",
+    "request_data",
+    "request_headers",
+    "litellm_version",
+    "additional_provider_specific_params",
+    "model",
+    "structured_messages",  # the same content as texts and images, with roles
+}
+_LITELLM_CONTENT = {"texts", "images", "tool_calls", "tools"}
+
+
+@dataclass(frozen=True)
+class LiteLLMCheck:
+    """A Generic Guardrail API request read into one check."""
+
+    check: CheckInput
+    input_type: str
+
+
+def read_litellm(body: Any) -> LiteLLMCheck:
+    """LiteLLM's Generic Guardrail API (``POST /beta/litellm_basic_guardrail_api``).
+
+    A ``request`` is checked as the user's request: every text LiteLLM extracted (joined), its
+    images, and the arguments of tool calls. A ``response`` is checked as the assistant's answer
+    (LiteLLM sends no request with it; see :data:`RESPONSE_ONLY_REQUEST`). Tool definitions
+    (``tools``) cannot be judged by the guard and are refused.
+    """
+    body = _object(body, _LITELLM_METADATA | _LITELLM_CONTENT, "litellm guardrail")
+    input_type = body.get("input_type")
+    if input_type not in ("request", "response"):
+        raise InvalidInputError("litellm guardrail: input_type must be 'request' or 'response'")
+    if body.get("tools"):
+        raise InvalidInputError("litellm guardrail: cannot check tool definitions (tools)")
+    texts = body.get("texts") or []
+    images = body.get("images") or []
+    if not isinstance(texts, list) or not isinstance(images, list):
+        raise InvalidInputError("litellm guardrail: texts and images must be lists")
+    content = [clean_text(t, what=f"texts[{i}]") for i, t in enumerate(texts)]
+    content += [_tool_call_text(call, i) for i, call in enumerate(body.get("tool_calls") or [])]
+    sources = [image_url(url, f"images[{i}]") for i, url in enumerate(images)]
+    text = "\n\n".join(content)
+    if input_type == "response":
+        if sources:
+            raise InvalidInputError("litellm guardrail: cannot check images in a response")
+        check = CheckInput(text=RESPONSE_ONLY_REQUEST, response=text)
+    else:
+        check = CheckInput(text=text, image=sources or None)
+    return LiteLLMCheck(check, input_type)
+
+
+def _tool_call_text(call: Any, index: int) -> str:
+    """A tool call as the guard reads it: the function's name and its JSON arguments."""
+    function = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(function, Mapping):
+        raise InvalidInputError(f"tool_calls[{index}]: expected a function call")
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    name = clean_text(function.get("name") or "", what=f"tool_calls[{index}].name")
+    return f"{name}({clean_text(arguments, what=f'tool_calls[{index}].arguments')})"

@@ -1,0 +1,184 @@
+"""Hostile images and image sources: each is refused with a typed error, or loads, within a stated
+time and memory bound; never a crash inside PIL. Peak memory is measured in a fresh process
+(``ru_maxrss``), since PIL's buffers are invisible to tracemalloc."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from guardvl_sdk import Guard, InvalidInputError
+from guardvl_sdk.inputs import MAX_CHECK_IMAGES, load_image, load_images
+from guardvl_sdk.testing import ScriptedBackend
+
+from .conftest import RESULT_SAFE_REQUEST
+
+PEAK_MB = 600
+"""Stated bound: the memory one check's images may add to the process (see inputs.py)."""
+SECONDS = 8.0
+"""Stated bound: the time one hostile image may take, on this shared 2-core machine."""
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+_MEASURE = """
+import json, resource, sys, time
+from guardvl_sdk.errors import InvalidInputError
+from guardvl_sdk.inputs import load_images
+paths = sys.argv[1:]
+sources = [open(p, "rb").read() for p in paths]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+began = time.perf_counter()
+try:
+    outcome = [image.size for image in load_images(sources)]
+except InvalidInputError as exc:
+    outcome = "InvalidInputError: " + str(exc)
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024
+print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - began, "peak_mb": peak}))
+"""
+
+
+def measure(tmp_path: Path, sources: list[bytes]) -> dict[str, object]:
+    """Load ``sources`` as one check's images in a fresh process; its outcome, time and memory."""
+    paths = []
+    for index, data in enumerate(sources):
+        path = tmp_path / f"image-{index}"
+        path.write_bytes(data)
+        paths.append(str(path))
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["seconds"] < SECONDS, result  # type: ignore[operator]
+    assert result["peak_mb"] < PEAK_MB, result  # type: ignore[operator]
+    return result
+
+
+@pytest.mark.slow
+def test_a_large_16_bit_grayscale_png_loads_in_bounded_memory(tmp_path: Path) -> None:
+    data = encode(Image.new("I;16", (8000, 8000), 30000))  # 0.12 MB; 1.7 GB peak before
+    assert len(data) < 200_000
+    result = measure(tmp_path, [data])
+    assert result["outcome"] == [[768, 768]]
+
+
+@pytest.mark.slow
+def test_many_large_palette_images_exceed_the_check_budget(tmp_path: Path) -> None:
+    palette = encode(Image.new("P", (7000, 7000)))
+    result = measure(tmp_path, [palette] * 3)  # 147 megapixels declared in all
+    assert "per-check image budget" in str(result["outcome"])
+
+
+def test_a_thousand_small_images_exceed_the_image_count(tmp_path: Path) -> None:
+    small = encode(Image.new("RGB", (64, 64), "red"))
+    began = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=f"at most {MAX_CHECK_IMAGES}"):
+        load_images([small] * 1000)
+    assert time.perf_counter() - began < 1.0
+    guard = Guard(ScriptedBackend(RESULT_SAFE_REQUEST))
+    with pytest.raises(InvalidInputError, match="at most"):
+        guard.check("look", image=[small] * (MAX_CHECK_IMAGES + 1))
+
+
+def _progressive_jpeg_with_extra_scans(side: int, extra: int) -> bytes:
+    data = encode(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last_scan:-2] * extra + b"\xff\xd9"  # repeat the last scan
+
+
+def test_a_progressive_jpeg_with_many_scans_is_refused_before_decoding() -> None:
+    bomb = _progressive_jpeg_with_extra_scans(4000, 200)  # ~0.2 MB, ~15 s to decode in PIL
+    began = time.perf_counter()
+    with pytest.raises(InvalidInputError, match="scan-pixel decoding limit"):
+        load_image(bomb)
+    assert time.perf_counter() - began < 1.0
+    ordinary = encode(Image.new("RGB", (1500, 1000), "blue"), "JPEG", progressive=True)
+    assert load_image(ordinary).mode == "RGB"  # a photo's ten scans are well within the bound
+
+
+def test_an_icon_and_other_formats_outside_the_allowlist_are_refused() -> None:
+    icon = encode(Image.new("RGB", (256, 256)), "ICO")
+    for data in (
+        icon,
+        encode(Image.new("RGB", (8, 8)), "PPM"),
+        encode(Image.new("L", (8, 8)), "TGA"),
+    ):
+        with pytest.raises(InvalidInputError, match="formats read"):
+            load_image(data)
+
+
+def test_long_frame_and_directory_chains_are_not_walked() -> None:
+    frames = [Image.new("RGB", (8, 8), (i % 256, 0, 0)) for i in range(300)]
+    for fmt in ("TIFF", "GIF"):
+        data = encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        began = time.perf_counter()
+        assert load_image(data).getpixel((0, 0))[0] < 10  # the first frame
+        assert time.perf_counter() - began < 0.5, fmt
+
+
+def test_a_pil_image_in_any_mode_loads() -> None:
+    for mode in ("La", "RGBa", "LAB", "HSV", "YCbCr", "I;16B", "F", "1", "PA"):
+        image = load_image(Image.new(mode, (16, 16)))
+        assert image.mode == "RGB" and image.size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["image\x00.png", "/proc/self/mem", "/dev/zero", "/proc", "/does/not/exist.png"],
+)
+def test_paths_that_are_not_image_files_are_typed(path: str) -> None:
+    began = time.perf_counter()
+    with pytest.raises(InvalidInputError):
+        load_image(path)
+    assert time.perf_counter() - began < 1.0
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        load_image(fifo)
+
+
+def test_a_proc_file_that_reports_zero_bytes_is_read_bounded() -> None:
+    with pytest.raises(InvalidInputError, match="not a readable image"):
+        load_image("/proc/self/status")
+
+
+@pytest.mark.slow
+def test_float_arrays_are_converted_without_amplification(tmp_path: Path) -> None:
+    code = """
+import json, resource, numpy as np
+from guardvl_sdk.inputs import load_image
+array = np.random.default_rng(0).random((4000, 4000, 3))  # 384 MB of float64
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+load_image(array)
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) < 150  # the uint8 copy (48 MB) and PIL's (64 MB); not 8x
+
+
+def test_non_finite_float_arrays_are_typed() -> None:
+    array = np.zeros((64, 64, 3))
+    array[63, 63, 2] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        load_image(array)
