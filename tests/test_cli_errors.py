@@ -77,7 +77,8 @@ def test_broken_adapter_is_named(tiny_model_dir: Path, tmp_path: Path, capsys) -
 
 def test_missing_image_before_the_model(no_model_load: None, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["check", "--model", "demo", "--image", "nope.png", "what is this?"]) == 2
-    assert "image file not found or unreadable: nope.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "image file not found or unreadable: 'nope.png'" in err
 
 
 def test_unreadable_image_is_named_by_path(
