@@ -1,20 +1,21 @@
 """Conversation cost: the guard's cost of turn 20 of a growing chat against turn 1.
 
-    python benchmarks/conversation.py [--turns 20] [--runs 3] [--tokens 32] [--no-baseline]
+    python benchmarks/conversation.py [--turns 20] [--runs 5] [--tokens 32] [--no-baseline]
 
 A chat with a photo in every user turn grows by one exchange per turn; each turn the app checks
 the conversation before the VLM answers (``guard.check(messages=...)``) and the answer after
 (``response=``), every default on. Parts judged in an earlier turn are not sent again, so turn N
 should cost what is new in it: the target is turn 20 <= 1.5x turn 1.
 
-Two costs are printed per turn, as medians over ``--runs`` fresh guards: wall time of the two
-checks on the benchmark model (random weights, the real loading and generation code, exactly
+Two costs are printed. The prompt tokens the released GuardReasoner-VL would read, counted with
+the real Qwen2.5 tokenizer (data/qwen2.5-tokenizer) plus Qwen2.5-VL's image tokens for each image
+as the guard sends it (768x768 pixel budget), turn 1 and turn 20 of the growing conversation.
+And the wall time of turn 20's two checks against turn 1's, medians of ``--runs`` interleaved
+runs, on the benchmark model (random weights, the real loading and generation code, exactly
 ``--tokens`` generated tokens per check; its answers are replaced by a well-formed allowed
-verdict, as an allowed conversation is what grows), and the prompt tokens the released
-GuardReasoner-VL would read, counted with the real Qwen2.5 tokenizer (data/qwen2.5-tokenizer)
-plus Qwen2.5-VL's image tokens for each image as the guard sends it (768x768 pixel budget).
-The baseline (``conversation_memory=0``) is the same conversation re-checked from scratch every
-turn, for comparison; the shipped guard is never changed.
+verdict, as an allowed conversation is what grows), with the tokens of each printed as proof of
+the work done. The baseline (``conversation_memory=0``) is the same conversation re-checked
+from scratch every turn, for comparison (tokens only); the shipped guard is never changed.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import bench_model, force_tokens
+from _common import bench_model, force_tokens, interleaved, median_ms
 
 from guardvl_sdk import Generation, Guard, InvalidInputError, Prompt
 
@@ -135,34 +134,36 @@ def answer(turn: int) -> str:
     )
 
 
-def run(guard: Guard, counted: Counted, turns: int) -> list[tuple[float, int]]:
-    """One conversation; per turn: (seconds of the two checks, real prompt tokens).
+def grow(guard: Guard, counted: Counted, turns: int) -> list[int]:
+    """Check a conversation turn by turn (input, then output check); real prompt tokens per turn.
 
     Stops early when the guard refuses a turn (the baseline's per-check image budget).
     """
     messages: list[dict[str, Any]] = []
-    costs = []
+    tokens = []
     for turn in range(1, turns + 1):
         messages.append(user_turn(turn))
         counted.tokens = 0
-        began = time.perf_counter()
         try:
-            verdict = guard.check(messages=messages)
+            turn_checks(guard, messages, turn)
         except InvalidInputError as exc:
             print(f"  turn {turn} refused: {exc}")
-            return costs
-        assert verdict.allowed
-        reply = answer(turn)
-        assert guard.check(messages=messages, response=reply).allowed
-        costs.append((time.perf_counter() - began, counted.tokens))
-        messages.append({"role": "assistant", "content": reply})
-    return costs
+            return tokens
+        tokens.append(counted.tokens)
+        messages.append({"role": "assistant", "content": answer(turn)})
+    return tokens
+
+
+def turn_checks(guard: Guard, messages: list[dict[str, Any]], turn: int) -> None:
+    """One turn as an app runs it: the conversation before the VLM answers, then the answer."""
+    assert guard.check(messages=messages).allowed
+    assert guard.check(messages=messages, response=answer(turn)).allowed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
@@ -174,33 +175,47 @@ def main() -> None:
     tokenizer = Tokenizer.from_file(str(TOKENIZER))
     model = Guard.from_pretrained(bench_model(), batch_window_ms=None).backend
     force_tokens(model, args.tokens)
-
-    configs = {"shipped (defaults)": {}}
-    if not args.no_baseline:
-        configs["baseline: conversation_memory=0"] = {"conversation_memory": 0}
+    n = args.turns
     print(
-        f"conversation cost, {args.turns} turns (a 640x480 photo each), input + output check per "
-        f"turn, {args.tokens} generated tokens per check, medians of {args.runs} runs"
+        f"conversation cost, {n} turns (a 640x480 photo each), an input and an output check per "
+        f"turn, {args.tokens} generated tokens per check"
     )
+
+    # Prompt tokens of every turn, as the conversation grows.
+    configs: dict[str, dict[str, Any]] = {"shipped (defaults)": {}}
+    if not args.no_baseline:
+        configs["baseline, re-checked from scratch (conversation_memory=0)"] = {
+            "conversation_memory": 0
+        }
     for name, options in configs.items():
-        runs = []
-        for _ in range(args.runs):
-            counted = Counted(model, tokenizer)
-            runs.append(run(Guard(counted, **options), counted, args.turns))
-        done = min(len(r) for r in runs)
-        seconds = [statistics.median(r[t][0] for r in runs) for t in range(done)]
-        tokens = [runs[0][t][1] for t in range(done)]
-        last = done - 1
-        print(f"\n{name}")
-        print(f"  turn  1: {seconds[0] * 1000:7.0f} ms  {tokens[0]:6d} real prompt tokens")
-        print(
-            f"  turn {done:2d}: {seconds[last] * 1000:7.0f} ms  {tokens[last]:6d} real "
-            "prompt tokens"
-        )
-        print(
-            f"  turn {done} / turn 1: time {seconds[last] / seconds[0]:.2f}x, "
-            f"prompt tokens {tokens[last] / tokens[0]:.2f}x (target <= 1.5x for shipped)"
-        )
+        counted = Counted(model, tokenizer)
+        tokens = grow(Guard(counted, **options), counted, n)
+        last = len(tokens)
+        print(f"{name}: real prompt tokens, turn 1 {tokens[0]}, turn {last} {tokens[-1]} "
+              f"({tokens[-1] / tokens[0]:.2f}x)")  # fmt: skip
+
+    # Wall time of turn N against turn 1 on the shipped guard, interleaved so drift hits both:
+    # the guard at turn N remembers turns 1..N-1 (re-running turn N sends the same parts).
+    counted_n, counted_1 = Counted(model, tokenizer), Counted(model, tokenizer)
+    at_n, at_1 = Guard(counted_n), Guard(counted_1)
+    grow(at_n, counted_n, n - 1)
+    history = [m for t in range(1, n) for m in (user_turn(t), {"role": "assistant",
+               "content": answer(t)})] + [user_turn(n)]  # fmt: skip
+    first = [user_turn(1)]
+    times = interleaved(
+        args.runs,
+        turn_1=lambda: turn_checks(at_1, first, 1),
+        turn_n=lambda: turn_checks(at_n, history, n),
+    )
+    counted_1.tokens = counted_n.tokens = 0
+    turn_checks(at_1, first, 1)
+    turn_checks(at_n, history, n)
+    t1, tn = median_ms(times["turn_1"]), median_ms(times["turn_n"])
+    print(
+        f"shipped, wall time (median of {args.runs}, interleaved): turn 1 {t1:.0f} ms "
+        f"({counted_1.tokens} real prompt tokens), turn {n} {tn:.0f} ms ({counted_n.tokens} "
+        f"real prompt tokens): turn {n} / turn 1 = {tn / t1:.2f}x (target <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,79 +1,53 @@
-"""Verdict cache: a hit against a miss on the same input (text, then text and a photo).
+"""Verdict cache: a hit against a miss, for text and for text + a 1024x768 JPEG given as bytes.
 
-    python benchmarks/verdict_cache.py [--runs 10] [--tokens 32]
+    python benchmarks/verdict_cache.py [--runs 7] [--tokens 64]
 
-A miss runs the guard (exactly ``--tokens`` generated tokens); a hit loads and hashes the same
-inputs (an image is decoded, downscaled to the pixel budget and its pixels hashed) and returns
-the stored verdict marked ``cached=True``. Prints the median miss over the median hit (target:
-at least 100x) and the hit/miss counters. A real guard's miss generates hundreds of tokens
-with a far larger model: try ``--tokens 256`` for a closer picture.
+The guard runs as shipped with a ``VerdictCache``. A miss is a check of an input not seen before
+(a fresh request text each time, the same JPEG bytes); a hit repeats the first input. Prints the
+median of each and the ratio (target: a hit at least 100x faster than a miss, image included).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
-from _common import bench_model, force_tokens
-from PIL import Image
+from _common import EOS_SCALE, bench_model, jpeg, load
 
-from guardvl_sdk import Generation, Guard, Prompt
+from guardvl_sdk import Guard
 from guardvl_sdk.cache import VerdictCache
-
-ANSWER = "<think>\nA photo.\n</think>\n<result>\nRequest: unharmful\nResponse: None\n</result>"
-
-
-class WellFormed:
-    """Runs the real model (its full cost), then answers in the guard's format.
-
-    The benchmark model's weights are random, so its text is noise that never parses, and only
-    ``ok`` verdicts are cached.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.model_id = backend.model_id
-
-    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
-        return [replace(g, text=ANSWER) for g in self.backend.generate(prompts)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
 
-    cache = VerdictCache()
-    model = Guard.from_pretrained(bench_model(), batch_window_ms=None).backend
-    force_tokens(model, args.tokens)
-    guard = Guard(WellFormed(model), cache=cache)
-    photo = Image.new("RGB", (1024, 768), (120, 60, 30))
-    guard.check("warm-up", image=photo)
-
-    print(f"verdict cache, {args.tokens}-token misses, {args.runs} runs, medians")
-    for kind, image in [("text", None), ("text + 1024x768 photo", photo)]:
-        misses, hits = [], []
-        for run in range(args.runs):
-            text = f"What is in this picture? ({kind}, {run})"  # new text: a miss
+    guard = Guard.from_pretrained(
+        bench_model(eos_scale=EOS_SCALE), max_new_tokens=args.tokens, cache=VerdictCache()
+    )
+    counter = itertools.count()
+    print(f"verdict cache, misses of up to {args.tokens} tokens, {args.runs} runs, medians")
+    for kind, image in [("text", None), ("text + 1024x768 JPEG", jpeg(1024, 768))]:
+        guard.check("warm-up", image=image)
+        misses, hits, tokens = [], [], 0
+        for _ in range(args.runs):
             began = time.perf_counter()
-            first = guard.check(text, image=image)
+            verdict = guard.check(f"What is this? ({next(counter)})", image=image)
             misses.append(time.perf_counter() - began)
+            assert not verdict.cached
+            tokens += verdict.usage.completion_tokens
             began = time.perf_counter()
-            again = guard.check(text, image=image)
+            assert guard.check("warm-up", image=image).cached
             hits.append(time.perf_counter() - began)
-            assert not first.cached and again.cached and again.request == first.request
-        miss, hit = statistics.median(misses), statistics.median(hits)
+        miss, hit = statistics.median(misses) * 1000, statistics.median(hits) * 1000
         print(
-            f"  {kind:<22} miss {miss * 1000:7.1f} ms   hit {hit * 1000:7.3f} ms   "
-            f"hit is x{miss / hit:.0f} faster"
+            f"  {kind:<22} miss {miss:8.1f} ms ({tokens} tokens generated)   hit {hit:7.3f} ms"
+            f"   hit is x{miss / hit:.0f} faster   {load()}"
         )
-    stats = cache.stats
-    print(f"  counters: {stats.hits} hits, {stats.misses} misses, {stats.size} stored")
 
 
 if __name__ == "__main__":

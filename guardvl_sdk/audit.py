@@ -3,22 +3,33 @@
 Records hold what was decided and content *hashes*; raw text is stored only when you opt in
 (``include_content=True``), since requests can carry personal data. Two sinks ship:
 
-- :class:`JsonlAuditLog`: one JSON line per decision. Each line is written with a single
-  ``write`` to a file opened with ``O_APPEND``, so concurrent writers (threads or processes) never
-  interleave, and a process killed mid-run leaves every completed line whole.
+- :class:`JsonlAuditLog`: one JSON line per decision, written with a single ``write`` to a file
+  opened with ``O_APPEND`` under an exclusive ``flock``, so concurrent writers (threads or
+  processes) never interleave.
 - :class:`SqliteAuditLog`: one row per decision in SQLite (WAL journal), committed per record.
 
-A sink that fails raises :class:`~guardvl_sdk.errors.AuditError` from the check: a decision is
-never returned without its record.
+**The JSONL recovery rule.** A record is one line: a JSON object ending in a newline. A write
+cut short (a full disk, a process killed mid-write) leaves a *torn fragment*: a line that does
+not parse. The writer never appends onto one: before each record it looks at the file's last
+byte and, when that is not a newline, starts the record on a fresh line. So every complete
+record stays a whole line, and :meth:`JsonlAuditLog.read` recovers all of them by skipping the
+lines that do not parse (:meth:`JsonlAuditLog.recover` also counts them). A file rotated or
+deleted while open is noticed at the next write and reopened at its path.
+
+**When the sink fails** (a write or an open), the check raises
+:class:`~guardvl_sdk.errors.AuditError` instead of returning its verdict: a decision is never
+returned without its record, so the caller must treat the check as not passed (fail-closed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
-import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -105,6 +116,36 @@ class AuditRecord(BaseModel):
             response_text=response if include_content else None,
         )
 
+    @classmethod
+    def refusal(
+        cls,
+        error: str,
+        *,
+        text: str,
+        response: str | None,
+        model: str | None,
+        policy: str | None,
+        include_content: bool,
+    ) -> AuditRecord:
+        """The record of an input refused as invalid (a refusal is a decision: blocked)."""
+        return cls(
+            time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            stage="input" if response is None else "output",
+            request=None,
+            response=None,
+            status="invalid_input",
+            blocked=True,
+            latency_ms=0.0,
+            model=model,
+            policy=policy,
+            text_sha256=content_hash(text),
+            response_sha256=None if response is None else content_hash(response),
+            image_sha256=[],
+            error=error,
+            text=text if include_content else None,
+            response_text=response if include_content else None,
+        )
+
 
 @runtime_checkable
 class AuditSink(Protocol):
@@ -118,13 +159,16 @@ class AuditSink(Protocol):
 
 
 class JsonlAuditLog:
-    """Append audit records to a JSONL file.
+    """Append audit records to a JSONL file (see the recovery rule in :mod:`guardvl_sdk.audit`).
 
     Args:
         path: The file; created (with its folder) if missing, appended to if present.
         include_content: Also store the raw request and response text (off by default).
         fsync: ``os.fsync`` after every record, so records survive a power loss too, not only a
             crash of this process (slower).
+
+    Raises:
+        AuditError: The file cannot be opened for appending.
     """
 
     def __init__(
@@ -133,20 +177,49 @@ class JsonlAuditLog:
         self.path = Path(path)
         self.include_content = include_content
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc}") from exc
 
     def write(self, record: AuditRecord) -> None:
-        """Append one line with a single ``write`` (atomic with ``O_APPEND``)."""
+        """Append one record as one line, on a fresh line, with a single ``write``."""
         line = (record.model_dump_json() + "\n").encode("utf-8")
         try:
-            written = os.write(self._fd, line)
-            if written != len(line):  # only on a full disk or similar: the line is torn
-                raise OSError(f"short write: {written} of {len(line)} bytes")
-            if self.fsync:
-                os.fsync(self._fd)
+            with self._lock, self._exclusive() as fd:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # never onto a torn fragment
+                written = os.write(fd, line)
+                if written != len(line):  # a full disk or similar: this record is torn
+                    raise OSError(f"short write: {written} of {len(line)} bytes")
+                if self.fsync:
+                    os.fsync(fd)
         except OSError as exc:
             raise AuditError(f"could not write audit record to {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[int]:
+        """The file's descriptor, reopened if the path was rotated or deleted, under ``flock``."""
+        try:
+            current = os.stat(self.path)
+            mine = os.fstat(self._fd)
+            moved = (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino)
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            os.close(self._fd)
+            self._fd = self._open()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield self._fd
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the file."""
@@ -154,9 +227,21 @@ class JsonlAuditLog:
 
     @staticmethod
     def read(path: str | Path) -> list[AuditRecord]:
-        """Read every record of a JSONL audit log."""
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-        return [AuditRecord.model_validate(json.loads(line)) for line in lines if line]
+        """Every complete record of a JSONL audit log, in file order (torn fragments skipped)."""
+        return JsonlAuditLog.recover(path)[0]
+
+    @staticmethod
+    def recover(path: str | Path) -> tuple[list[AuditRecord], int]:
+        """Apply the recovery rule: the complete records, and the torn fragments skipped."""
+        records, torn = [], 0
+        for line in Path(path).read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                records.append(AuditRecord.model_validate_json(line))
+            except ValueError:
+                torn += 1
+        return records, torn
 
 
 class SqliteAuditLog:
@@ -165,19 +250,27 @@ class SqliteAuditLog:
     Args:
         path: The database file.
         include_content: Also store the raw request and response text (off by default).
+
+    Raises:
+        AuditError: The file cannot be opened as a SQLite database (missing folder rights, not a
+            database, corrupt).
     """
 
     def __init__(self, path: str | Path, *, include_content: bool = False) -> None:
         self.path = Path(path)
         self.include_content = include_content
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT)"
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS audit "
+                "(id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT)"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditError(f"cannot open audit database {self.path}: {exc}") from exc
 
     def write(self, record: AuditRecord) -> None:
         """Insert one record in its own transaction."""

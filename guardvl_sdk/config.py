@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT
 from guardvl_sdk.errors import ConfigurationError
 from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS
 
@@ -63,7 +64,10 @@ class LocalBackendConfig(_Section):
     revision: str | None = None
     trust_remote_code: bool = False
     max_new_tokens: int = Field(default=1024, ge=1)
-    max_time: float | None = Field(default=None, gt=0)
+    max_time: float | None = Field(default=DEFAULT_MAX_TIME, gt=0)
+    timeout: float | None = Field(
+        default=DEFAULT_TIMEOUT, gt=0, description="the check deadline, queueing included"
+    )
     adapter: str | None = None
     batch_window_ms: float | None = Field(default=5.0, ge=0)
     max_batch_size: int = Field(default=16, ge=1)
@@ -112,6 +116,8 @@ class GuardOptions(_Section):
     max_windows: int = Field(default=32, ge=1)
     threshold: float | None = Field(default=None, ge=0, le=1)
     triage: tuple[float, float] | None = None
+    unreadable: Literal["raise", "block", "allow"] = "raise"
+    conversation_memory: int = Field(default=50_000, ge=0)
 
 
 class ServerConfig(_Section):
@@ -182,6 +188,8 @@ class GuardConfig(_Section):
             max_windows=options.max_windows,
             threshold=options.threshold,
             triage=options.triage,
+            unreadable=options.unreadable,
+            conversation_memory=options.conversation_memory,
         )
 
     def _backend(self) -> tuple[Any, int, Any]:
@@ -218,6 +226,7 @@ class GuardConfig(_Section):
             trust_remote_code=config.trust_remote_code,
             max_new_tokens=config.max_new_tokens,
             max_time=config.max_time,
+            timeout=config.timeout,
             adapter=config.adapter,
             batch_window_ms=config.batch_window_ms,
             max_batch_size=config.max_batch_size,

@@ -153,6 +153,8 @@ def render_answer(parts: Sequence[Part]) -> str:
         return parts[0].text or ""
     blocks = []
     for part in parts:
+        if part.kind == "text" and not part.text:
+            continue
         if part.kind == "tool_call":
             blocks.append(f"[tool call: {escape(part.name or '')}]\n{escape(part.text or '')}")
         else:

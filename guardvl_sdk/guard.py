@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from guardvl_sdk.audit import AuditRecord, AuditSink
-from guardvl_sdk.backends.base import Backend, Generation, Prompt
+from guardvl_sdk.backends.base import (
+    DEFAULT_MAX_TIME,
+    DEFAULT_TIMEOUT,
+    AsyncBackend,
+    Backend,
+    Generation,
+    Prompt,
+    ScoringBackend,
+)
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
@@ -30,10 +39,13 @@ from guardvl_sdk.inputs import (
     ImageInput,
     clean_text,
     load_image,
+    without_lone_surrogates,
 )
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
-from guardvl_sdk.verdict import Label, Status, Usage, Verdict
+from guardvl_sdk.redaction import redact
+from guardvl_sdk.telemetry import record_check
+from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
 from guardvl_sdk.windows import combine_windows, split_windows
 
 if TYPE_CHECKING:
@@ -97,16 +109,19 @@ class Guard:
             fetcher. Off by default: URLs are refused.
         cache: A :class:`~guardvl_sdk.cache.VerdictCache` to reuse ``ok`` verdicts of identical
             checks (marked ``cached=True``). Off by default.
-        max_text_chars: The text budget of one guard prompt. A longer request or response is
-            checked in overlapping windows of this size (harmful if any window is); never cut.
+        max_text_chars: The text budget of one guard prompt, in characters and in UTF-8 bytes
+            (a safe proxy for tokens: 6,000 emoji take 24,000 bytes). A longer request or
+            response is checked in overlapping windows within it (harmful if any window is);
+            never cut.
         window_overlap: Characters shared by consecutive windows.
         max_windows: Most windows one check may take; beyond it the check raises
             :class:`~guardvl_sdk.errors.InvalidInputError` (text too long).
         threshold: Decide the scored label (the request's, or the response's when a response
             is checked) by ``score >= threshold`` instead of the label the guard wrote, where
             the backend gives a score (see :attr:`~guardvl_sdk.verdict.Verdict.score`); ``raw``
-            keeps what it wrote. Without a score the written label stands. None (default): the
-            written labels decide.
+            keeps what it wrote. Without a score (or with one that is not a finite probability)
+            the written label stands, and a harmful written label always stands: the threshold
+            can only tighten. None (default): the written labels decide.
         triage: ``(low, high)``: before reasoning, read P(harmful) of the request label right
             after an empty reasoning block, in one forward pass (backends with
             ``label_probability``, such as the local one); below ``low`` the request is
@@ -194,7 +209,8 @@ class Guard:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
@@ -222,7 +238,12 @@ class Guard:
             revision: Branch, tag or commit of the model repository.
             trust_remote_code: Off unless you ask.
             max_new_tokens: Generation bound; an output that hits it is ``truncated``.
-            max_time: Seconds one generation may take; an output cut by it is ``truncated``.
+            max_time: Seconds one generation may take; an output cut by it is ``truncated``
+                (so the check fails closed). None: no limit.
+            timeout: The check deadline: seconds a check waits for the model, waiting behind
+                other callers included; past it the check fails closed (or raises
+                :class:`~guardvl_sdk.errors.BackendTimeoutError` under ``on_error="raise"``),
+                and the other callers are served as the model frees up. None: no deadline.
             adapter: A LoRA adapter (directory or hub id) trained on ``model`` with
                 ``guardvl_sdk.training``, applied on top of it.
             policy: See :class:`Guard`. Default: the policy saved with the adapter or the model
@@ -232,7 +253,9 @@ class Guard:
                 while the model is busy) are generated as one batch; None turns dynamic
                 batching off. See :class:`~guardvl_sdk.backends.local.LocalBackend`.
             max_batch_size: Most prompts in one dynamic batch.
-            **model_kwargs: Passed to the model's ``from_pretrained``.
+            **model_kwargs: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...) goes to the guard;
+                the rest to the model's ``from_pretrained``.
         """
         from guardvl_sdk.backends.local import LocalBackend
 
@@ -240,6 +263,7 @@ class Guard:
             from guardvl_sdk.training.demo import demo_guard_path
 
             model = demo_guard_path()
+        options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,
             quantization=quantization,
@@ -249,6 +273,7 @@ class Guard:
             trust_remote_code=trust_remote_code,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             adapter=adapter,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
@@ -267,6 +292,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **options,
         )
 
     @classmethod
@@ -290,6 +316,7 @@ class Guard:
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
         threshold: float | None = None,
+        **options: Any,
     ) -> Guard:
         """Use a guard model served by an inference engine (vLLM, SGLang, TGI, transformers serve).
 
@@ -310,6 +337,11 @@ class Guard:
             batch_size: Prompts per backend call in :meth:`check_batch`; default
                 ``max_concurrency``, so a batch keeps that many requests in flight.
             audit, cache, threshold: See :class:`Guard`.
+            **options: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``...).
+
+        Raises:
+            ConfigurationError: An option :class:`Guard` does not have.
 
         See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries; for
         its other options (extra headers, the cool-down of a server that is down) build one and
@@ -317,6 +349,12 @@ class Guard:
         """
         from guardvl_sdk.backends.remote import RemoteBackend
 
+        forwarded = _guard_options(options)
+        if options:
+            raise ConfigurationError(
+                f"Guard.from_server got unknown option(s) {sorted(options)}; Guard's options: "
+                f"{', '.join(sorted(_guard_option_names()))}"
+            )
         backend = RemoteBackend(
             base_url,
             model=model,
@@ -338,6 +376,7 @@ class Guard:
             audit=audit,
             cache=cache,
             threshold=threshold,
+            **forwarded,
         )
 
     @classmethod
@@ -392,14 +431,32 @@ class Guard:
         """
         return self.check_batch([CheckInput(text, image, response, messages)])[0]
 
-    def check_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    def check_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Check several inputs, batched on the backend; verdicts come back in order.
 
         Each item is a :class:`CheckInput`, a mapping with the keys ``text``, ``image``,
         ``response`` and ``messages``, or a plain request string.
+
+        Args:
+            items: The checks.
+            return_exceptions: Put an item's error (an unreadable input; under
+                ``on_error="raise"`` a failed check) in its place in the list instead of
+                raising it, so the other items are decided, each once (and audited once).
         """
-        checks = self._prepare_all(items)
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+        checks = self._prepare_all(items, return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = self._triage(pending)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
         outcomes: list[_Outcome] = []
@@ -408,7 +465,7 @@ class Guard:
             began = time.perf_counter()
             results = self._generate(chunk)
             outcomes += [_Outcome(r, _ms_since(began)) for r in results]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     async def acheck(
         self,
@@ -421,26 +478,40 @@ class Guard:
         """Like :meth:`check`, without blocking the event loop."""
         return (await self.acheck_batch([CheckInput(text, image, response, messages)]))[0]
 
-    async def acheck_batch(self, items: Iterable[BatchItem]) -> list[Verdict]:
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: Literal[False] = False
+    ) -> list[Verdict]: ...
+
+    @overload
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool
+    ) -> list[Verdict | GuardVLError]: ...
+
+    async def acheck_batch(
+        self, items: Iterable[BatchItem], *, return_exceptions: bool = False
+    ) -> list[Verdict] | list[Verdict | GuardVLError]:
         """Like :meth:`check_batch`, without blocking the event loop."""
-        agenerate = getattr(self.backend, "agenerate", None)
-        if agenerate is None:
-            return await asyncio.to_thread(self.check_batch, list(items))
-        checks = await asyncio.to_thread(self._prepare_all, list(items))
-        pending = [w.prompt for c in checks if c.verdict is None for w in c.windows]
+        backend = self.backend
+        if not isinstance(backend, AsyncBackend):
+            return await asyncio.to_thread(
+                self.check_batch, list(items), return_exceptions=return_exceptions
+            )
+        checks = await asyncio.to_thread(self._prepare_all, list(items), return_exceptions)
+        pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged = await asyncio.to_thread(self._triage, pending) if self.triage else {}
         rest = [p for i, p in enumerate(pending) if i not in triaged]
 
         async def run(chunk: list[Prompt]) -> list[_Outcome]:
             began = time.perf_counter()
-            results = await self._agenerate(agenerate, chunk)
+            results = await self._agenerate(backend.agenerate, chunk)
             return [_Outcome(r, _ms_since(began)) for r in results]
 
         step = self.batch_size
         chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         results = await asyncio.gather(*(run(chunk) for chunk in chunks))
         outcomes = [outcome for chunk in results for outcome in chunk]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)))
+        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
 
     def session(
         self,
@@ -470,17 +541,41 @@ class Guard:
 
     # -- the one-way flow: inputs -> prompt -> generation -> parsed -> verdict -> decision -----
 
-    def _prepare_all(self, items: Iterable[BatchItem]) -> list[_Check]:
+    def _prepare_all(
+        self, items: Iterable[BatchItem], return_exceptions: bool = False
+    ) -> list[_Check | InvalidInputError]:
         items = list(items)
-        if len(items) == 1:
-            return [self._prepare(_as_check_input(items[0], 0))]
-        checks = []
+        checks: list[_Check | InvalidInputError] = []
         for index, item in enumerate(items):
             try:
                 checks.append(self._prepare(_as_check_input(item, index)))
             except InvalidInputError as exc:
+                self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
+                if return_exceptions:
+                    checks.append(exc)
+                    continue
+                if len(items) == 1:
+                    raise
                 raise InvalidInputError(f"batch item {index}: {exc}") from exc
         return checks
+
+    def _record_refusal(self, item: object, error: InvalidInputError) -> None:
+        if self.audit is None:
+            return
+        fields = item if isinstance(item, Mapping) else {"text": item}
+        if isinstance(item, CheckInput):
+            fields = {"text": item.text, "response": item.response}
+        text, response = fields.get("text"), fields.get("response")
+        self.audit.write(
+            AuditRecord.refusal(
+                redact(str(error)),
+                text=without_lone_surrogates(text) if isinstance(text, str) else "",
+                response=without_lone_surrogates(response) if isinstance(response, str) else None,
+                model=self.model_id,
+                policy=self.policy.name,
+                include_content=self.audit.include_content,
+            )
+        )
 
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
@@ -549,10 +644,11 @@ class Guard:
     def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
         """The (request, response) pairs that cover a long text within the text budget."""
         size, overlap = self.max_text_chars, self.window_overlap
-        requests = split_windows(text, size, overlap)
+        # The budget counts characters and UTF-8 bytes (a safe proxy for tokens) alike.
+        requests = split_windows(text, size, overlap, max_bytes=size)
         answers: list[str | None] = [None]
         if response is not None:
-            answers = list(split_windows(response, size, overlap))
+            answers = list(split_windows(response, size, overlap, max_bytes=size))
         if len(requests) * len(answers) > self.max_windows:
             raise InvalidInputError(
                 f"text too long to check: {len(text) + len(response or '')} characters would "
@@ -563,9 +659,9 @@ class Guard:
 
     def _triage(self, prompts: list[Prompt]) -> dict[int, _Outcome]:
         """Request checks the label probability decides alone (see ``triage``), by index."""
-        probe = getattr(self.backend, "label_probability", None)
-        if self.triage is None or probe is None:
+        if self.triage is None or not isinstance(self.backend, ScoringBackend):
             return {}
+        probe = self.backend.label_probability
         low, high = self.triage
         target = self.policy.target(request=Label.HARMFUL)
         continuation = target[: target.index("Request:") + len("Request:")]
@@ -614,17 +710,30 @@ class Guard:
             return [exc] * len(prompts)
         return _per_prompt(generations, len(prompts))
 
-    def _finish_all(self, checks: list[_Check], outcomes: list[_Outcome]) -> list[Verdict]:
-        verdicts = []
+    def _finish_all(
+        self,
+        checks: list[_Check | InvalidInputError],
+        outcomes: list[_Outcome],
+        return_exceptions: bool = False,
+    ) -> list[Verdict | GuardVLError]:
+        verdicts: list[Verdict | GuardVLError] = []
         position = 0
         for check in checks:
+            if isinstance(check, InvalidInputError):  # refused (and recorded) when prepared
+                verdicts.append(check)
+                continue
             if check.verdict is not None:  # a cache hit
                 self._record(check, check.verdict)
                 verdicts.append(check.verdict)
                 continue
             mine = outcomes[position : position + len(check.windows)]
             position += len(check.windows)
-            verdicts.append(self._finish(check, mine))
+            try:
+                verdicts.append(self._finish(check, mine))
+            except GuardVLError as exc:  # on_error="raise"
+                if not return_exceptions:
+                    raise
+                verdicts.append(exc)
         return verdicts
 
     def _finish(self, check: _Check, outcomes: list[_Outcome]) -> Verdict:
@@ -658,17 +767,23 @@ class Guard:
         }
         result = outcome.result
         if isinstance(result, Exception):
-            logger.warning("guard backend failed (on_error=%s): %r", self.on_error, result)
-            return Verdict(
-                status=Status.ERROR, error=f"{type(result).__name__}: {result}", **common
-            )
+            error = redact(f"{type(result).__name__}: {result}")
+            logger.warning("guard backend failed (on_error=%s): %s", self.on_error, error)
+            return Verdict(status=Status.ERROR, error=error, **common)
         parsed = self.policy.parse(
             result.text, has_response=window.has_response, finished=result.finished
         )
         labels = {"request": parsed.request, "response": parsed.response}
-        if self.threshold is not None and result.score is not None and parsed.status is Status.OK:
-            decided = Label.HARMFUL if result.score >= self.threshold else Label.UNHARMFUL
-            labels[window.prompt.score_label] = decided
+        score = valid_score(result.score)  # NaN, infinite or out of [0, 1]: no score
+        scored = window.prompt.score_label
+        # The threshold may turn a written label harmful, never a harmful one unharmful.
+        if (
+            self.threshold is not None
+            and score is not None
+            and parsed.status is Status.OK
+            and labels[scored] is not Label.HARMFUL
+        ):
+            labels[scored] = Label.HARMFUL if score >= self.threshold else Label.UNHARMFUL
         return Verdict(
             request=labels["request"],
             response=labels["response"],
@@ -676,7 +791,7 @@ class Guard:
             categories=parsed.categories,
             reasoning=parsed.reasoning,
             raw=result.text,
-            score=result.score,
+            score=score,
             status=parsed.status,
             error=parsed.error,
             usage=Usage(
@@ -686,6 +801,7 @@ class Guard:
         )
 
     def _record(self, check: _Check, verdict: Verdict) -> None:
+        record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
         self.audit.write(
@@ -742,3 +858,20 @@ def _as_check_input(item: BatchItem, index: int) -> CheckInput:
     raise InvalidInputError(
         f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
     )
+
+
+def _ready(checks: list[_Check | InvalidInputError]) -> list[_Check]:
+    """The checks that were prepared (not refused)."""
+    return [check for check in checks if isinstance(check, _Check)]
+
+
+def _guard_option_names() -> frozenset[str]:
+    """The keyword options of :class:`Guard` (its constructor is the one list of them)."""
+    parameters = inspect.signature(Guard.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def _guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the :class:`Guard` options out of ``options`` (what a factory forwards to Guard)."""
+    names = _guard_option_names()
+    return {name: options.pop(name) for name in list(options) if name in names}

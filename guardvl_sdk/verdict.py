@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_serializer,
+    field_validator,
+)
+
+from guardvl_sdk.text import without_lone_surrogates
 
 __all__ = [
     "Completion",
@@ -17,7 +27,15 @@ __all__ = [
     "Status",
     "Usage",
     "Verdict",
+    "valid_score",
 ]
+
+
+def valid_score(score: float | None) -> float | None:
+    """``score`` if it is a probability (finite, in [0, 1]); otherwise no score (None)."""
+    if score is None or not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        return None
+    return float(score)
 
 
 class Label(str, Enum):
@@ -153,6 +171,30 @@ class Verdict(BaseModel):
     cached: bool = False
     windows: int = 1
     inspected: tuple[InspectedPart, ...] = ()
+
+    @field_validator("reasoning", "raw", "error", "model", "policy", mode="before")
+    @classmethod
+    def _encodable(cls, value: Any) -> Any:
+        # A lone surrogate from a server would make model_dump_json() raise: verdicts always
+        # serialise.
+        return without_lone_surrogates(value) if isinstance(value, str) else value
+
+    @field_serializer("reasoning", "raw", "error", "model", "policy", when_used="json")
+    def _encodable_json(self, value: str | None) -> str | None:
+        # Also for copies made without validation (model_copy(update=...)).
+        return None if value is None else without_lone_surrogates(value)
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _encodable_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [without_lone_surrogates(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _probability(cls, value: Any) -> Any:
+        return valid_score(value) if isinstance(value, int | float) else value
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -56,7 +56,7 @@ except ImportError:  # say which extra to install, not where the import failed
     raise
 
 from guardvl_sdk.checks import CheckInput
-from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
+from guardvl_sdk.errors import ConfigurationError, GuardBlocked, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
@@ -84,29 +84,38 @@ CONTENT_FILTER = "content_filter"
 # -- reading LangChain inputs ---------------------------------------------------------------
 
 
-def read_request(value: Any) -> tuple[str | None, list[Any]]:
-    """The text and images a guard checks in a LangChain input.
+def read_request(value: Any) -> Request:
+    """The request a guard checks in a LangChain input.
 
     Args:
         value: A str; a ``PromptValue``; a message or a list of messages (``BaseMessage``,
-            OpenAI-format dicts, ``(role, text)`` tuples), whose *user* turns are read; or a dict
-            of prompt variables, whose values are read the same way (a str that is an image
-            ``data:`` URL counts as an image, a number as text, ``None`` as nothing).
+            OpenAI-format dicts, ``(role, text)`` tuples), read as a whole conversation (every
+            role, tool calls and tool results, every image); or a dict of prompt variables,
+            whose values are read the same way (a str that is an image ``data:`` URL counts as
+            an image, a number as text, ``None`` as nothing).
 
     Returns:
-        The request text (the parts joined by blank lines, or None) and its images.
+        The :class:`~guardvl_sdk.hooks.Request`: its text and images, and its chat as
+        OpenAI-format ``messages`` when the input held messages.
 
     Raises:
         InvalidInputError: Nothing to check, or content the guard cannot read.
     """
-    request = _read(value)
-    return request.text, request.images
+    return _read(value)
+
+
+def _answer(message: BaseMessage) -> str | dict[str, Any]:
+    """A model's answer: its text, or with tool calls the assistant message (judged whole)."""
+    if isinstance(message, AIMessage) and message.tool_calls:
+        return dict(convert_to_openai_messages(message))
+    return str(message.text)
 
 
 def _read(value: Any) -> Request:
     reader = RequestReader()
     _read_into(value, "the input", reader)
-    if not any(text.strip() for text in reader.texts) and not reader.images:
+    empty = not any(text.strip() for text in reader.texts) and not reader.images
+    if empty and not reader.messages:
         raise InvalidInputError("nothing to check in the input: no user text and no image")
     return reader.request()
 
@@ -304,54 +313,37 @@ class GuardRunnable(Runnable[Any, Any]):
     def _batch(self, values: list[Any], run_manager: list[CallbackManagerForChainRun]) -> list[Any]:
         chains = [manager.parent_run_id for manager in run_manager]
         checks = self._prepare_many(values, chains)
-        ready = [check for check in checks if isinstance(check, _Prepared)]
-        try:
-            verdicts = iter(self.guard.check_batch([check.as_input() for check in ready]))
-        except InvalidInputError:  # an unreadable image in one item: find which, one by one
-            return [
-                self._one(v, c, chain) for v, c, chain in zip(values, checks, chains, strict=True)
-            ]
-        return [
-            check if isinstance(check, Exception) else self._observed(next(verdicts), v, check, c)
-            for v, check, c in zip(values, checks, chains, strict=True)
-        ]
+        ready = [check.as_input() for check in checks if isinstance(check, _Prepared)]
+        found = self.guard.check_batch(ready, return_exceptions=True)
+        return self._decide_many(values, checks, chains, found)
 
     async def _abatch(
         self, values: list[Any], run_manager: list[AsyncCallbackManagerForChainRun]
     ) -> list[Any]:
         chains = [manager.parent_run_id for manager in run_manager]
         checks = self._prepare_many(values, chains)
-        ready = [check for check in checks if isinstance(check, _Prepared)]
-        try:
-            found = await self.guard.acheck_batch([check.as_input() for check in ready])
-        except InvalidInputError:
-            return [
-                await self._aone(v, check, chain)
-                for v, check, chain in zip(values, checks, chains, strict=True)
-            ]
-        verdicts = iter(found)
-        return [
-            check if isinstance(check, Exception) else self._observed(next(verdicts), v, check, c)
-            for v, check, c in zip(values, checks, chains, strict=True)
-        ]
+        ready = [check.as_input() for check in checks if isinstance(check, _Prepared)]
+        found = await self.guard.acheck_batch(ready, return_exceptions=True)
+        return self._decide_many(values, checks, chains, found)
 
-    def _one(self, value: Any, check: _Prepared | Exception, chain: UUID | None) -> Any:
-        if isinstance(check, Exception):
-            return check
-        try:
-            verdict = self._reporter.check(check.request, check.response)
-            return self._decide(verdict, value, check, chain)
-        except Exception as exc:
-            return exc
-
-    async def _aone(self, value: Any, check: _Prepared | Exception, chain: UUID | None) -> Any:
-        if isinstance(check, Exception):
-            return check
-        try:
-            verdict = await self._reporter.acheck(check.request, check.response)
-            return self._decide(verdict, value, check, chain)
-        except Exception as exc:
-            return exc
+    def _decide_many(
+        self,
+        values: list[Any],
+        checks: list[_Prepared | Exception],
+        chains: list[UUID | None],
+        found: list[Verdict | GuardVLError],
+    ) -> list[Any]:
+        """Each item's result of one guard batch: its value, or its exception (each item once)."""
+        results = iter(found)
+        decided: list[Any] = []
+        for value, check, chain in zip(values, checks, chains, strict=True):
+            result = check if isinstance(check, Exception) else next(results)
+            if isinstance(result, Exception):
+                decided.append(result)
+            else:
+                assert isinstance(check, _Prepared)
+                decided.append(self._observed(result, value, check, chain))
+        return decided
 
     def _observed(self, verdict: Verdict, value: Any, check: _Prepared, chain: UUID | None) -> Any:
         """Report a verdict of a batch, then decide; a block becomes the item's exception."""
@@ -574,7 +566,7 @@ class GuardedChatModel(BaseChatModel):
         result = self.chat_model.generate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            verdicts = reporter.check_answers(request, [str(g.message.text) for g in generations])
+            verdicts = reporter.check_answers(request, [_answer(g.message) for g in generations])
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
@@ -594,7 +586,7 @@ class GuardedChatModel(BaseChatModel):
         result = await self.chat_model.agenerate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            answers = [str(g.message.text) for g in generations]
+            answers = [_answer(g.message) for g in generations]
             verdicts = await reporter.acheck_answers(request, answers)
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)

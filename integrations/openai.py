@@ -66,11 +66,75 @@ __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai
 
 CONTENT_FILTER: Literal["content_filter"] = "content_filter"
 
-# Ways to generate that this wrapper does not guard: refused instead of passed through.
-_UNGUARDED_CLIENT = frozenset({"responses", "completions", "realtime", "beta"})
+# Ways to generate that this wrapper does not guard: refused instead of passed through. The raw
+# request methods (post, request) and batches reach /chat/completions around the guard.
+_UNGUARDED_CLIENT = frozenset(
+    {
+        "responses",
+        "completions",
+        "realtime",
+        "beta",
+        "batches",
+        "post",
+        "request",
+        "with_raw_response",
+        "with_streaming_response",
+    }
+)
 _UNGUARDED_COMPLETIONS = frozenset(
     {"parse", "stream", "with_raw_response", "with_streaming_response"}
 )
+
+# THE ALLOWLIST: the create() arguments forwarded to the model. Each is either inspected by the
+# guard (messages; tools and tool calls are read with the conversation) or cannot carry content
+# to the model or back (sampling, limits, formats, transport options). Anything else, and any
+# extra_body field outside _FORWARDED_EXTRA_BODY, is refused with ConfigurationError: a field
+# the guard does not know could replace or add to what it checked.
+_FORWARDED = frozenset(
+    {
+        "messages",
+        "model",
+        "stream",
+        "stream_options",
+        "n",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "metadata",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+        "verbosity",
+        "modalities",
+        "audio",
+        "safety_identifier",
+        "prompt_cache_key",
+        "timeout",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+    }
+)
+_FORWARDED_EXTRA_BODY = frozenset(
+    {"top_k", "min_p", "repetition_penalty", "length_penalty", "min_tokens", "seed"}
+)
+# Answer fields a reasoning model fills besides content: its thoughts are output too.
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 T = TypeVar("T")
 
@@ -242,6 +306,7 @@ class _Guarding(_Proxy):
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
         if "messages" not in kwargs:
             raise InvalidInputError("chat.completions.create needs messages=")
+        _refuse_unknown_fields(kwargs)
         if kwargs.get("audio") or "audio" in (kwargs.get("modalities") or ()):
             raise ConfigurationError("the guard reads text answers only: no audio output")
         messages = kwargs["messages"] = list(kwargs["messages"])
@@ -311,7 +376,10 @@ class _Guarding(_Proxy):
         return on_block
 
     def _decided(
-        self, completion: ChatCompletion, answers: dict[int, str], verdicts: list[Verdict]
+        self,
+        completion: ChatCompletion,
+        answers: dict[int, str | dict[str, Any]],
+        verdicts: list[Verdict],
     ) -> ChatCompletion:
         return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
 
@@ -321,9 +389,53 @@ def _choices(kwargs: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def _answers(completion: ChatCompletion) -> dict[int, str]:
-    """The text of each choice, by index; a choice without text (tool calls only) has ``""``."""
-    return {c.index: c.message.content or "" for c in completion.choices}
+def _refuse_unknown_fields(kwargs: dict[str, Any]) -> None:
+    """Refuse any create() argument, or extra_body field, outside the allowlist."""
+    unknown = sorted(set(kwargs) - _FORWARDED)
+    extra = kwargs.get("extra_body")
+    if extra is not None and not isinstance(extra, dict):
+        raise ConfigurationError("guard_openai: extra_body must be a dict")
+    unknown += [f"extra_body[{key!r}]" for key in sorted(set(extra or {}) - _FORWARDED_EXTRA_BODY)]
+    if unknown:
+        raise ConfigurationError(
+            f"guard_openai does not forward {', '.join(unknown)}: the guard would not see what "
+            "it sends (call .unguarded on purpose to send it without the guard)"
+        )
+
+
+def _reasoning(item: Any) -> str:
+    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``."""
+    extra = getattr(item, "model_extra", None) or {}
+    for name in _REASONING_FIELDS:
+        value = extra.get(name, getattr(item, name, None))
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _answer_text(message: Any) -> str:
+    """What the guard checks of one answer: its reasoning (thoughts are output too), its text."""
+    reasoning = _reasoning(message)
+    content = message.content or ""
+    return f"{reasoning}\n\n{content}" if reasoning else content
+
+
+def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
+    """The answer of each choice, by index: its text (with its reasoning), or with tool calls the
+    assistant message (the calls' names and arguments are judged as part of the answer)."""
+    answers: dict[int, str | dict[str, Any]] = {}
+    for choice in completion.choices:
+        text = _answer_text(choice.message)
+        calls = choice.message.tool_calls or []
+        if not calls:
+            answers[choice.index] = text
+            continue
+        answers[choice.index] = {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
+        }
+    return answers
 
 
 @dataclass
@@ -354,7 +466,8 @@ class _Choices:
             )
             if choice.finish_reason is not None:
                 self.finished.add(choice.index)
-            text = self._gate(choice.index).add(part, choice.delta.content or "")
+            added = _reasoning(choice.delta) + (choice.delta.content or "")
+            text = self._gate(choice.index).add(part, added)
             if text is not None:
                 due.append((choice.index, text))
         return due

@@ -50,14 +50,42 @@ async def test_asyncio_tasks_are_batched() -> None:
     assert len(model.batches) <= 3
 
 
-def test_a_lone_caller_waits_at_most_the_window() -> None:
+def test_a_lone_caller_does_not_wait_for_the_window() -> None:
     model = Model(delay=0.0)
-    batcher = Batcher(model, window=0.05, max_batch_size=16)
+    batcher = Batcher(model, window=0.5, max_batch_size=16)
     batcher([1])  # start the worker
-    started = time.perf_counter()
-    assert batcher([2]) == [4]
-    assert time.perf_counter() - started < 0.05 + 0.04
+    for item in (2, 3, 4):
+        started = time.perf_counter()
+        assert batcher([item]) == [2 * item]
+        assert time.perf_counter() - started < 0.1  # far below the 0.5 s window
     assert Batcher(model, window=0.0, max_batch_size=4)([3]) == [6]
+
+
+def test_callers_arriving_during_a_call_wait_the_window_together() -> None:
+    model = Model(delay=0.1)
+    batcher = Batcher(model, window=0.05, max_batch_size=16)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(batcher, [0])
+        time.sleep(0.03)  # the first call is running; the others queue behind it
+        rest = list(pool.map(lambda i: batcher([i]), range(1, 8)))
+    assert first.result() == [0] and rest == [[2 * i] for i in range(1, 8)]
+    assert model.batches[0] == [0] and len(model.batches) == 2
+
+
+def test_results_delivered_early_reach_their_callers_before_the_call_ends() -> None:
+    release = threading.Event()
+
+    def run(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
+        deliver(0, items[0] * 2)  # the first caller's output is done early
+        assert release.wait(5)
+        return [item * 2 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run, window=0.05, max_batch_size=4, early=True)
+    futures = [batcher.submit([1]), batcher.submit([2, 3])]
+    assert futures[0].result(timeout=5) == [2]
+    assert not futures[1].done()  # its call has not ended
+    release.set()
+    assert futures[1].result(timeout=5) == [4, 6]
 
 
 def test_an_error_reaches_only_its_own_caller() -> None:

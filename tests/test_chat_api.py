@@ -48,7 +48,7 @@ def test_image_parts_become_png_data_urls_with_the_same_pixels() -> None:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(2)]
     prompt = GUARDREASONER_VL.render("What is this?", images)
-    messages = chat_messages(prompt)
+    messages = chat_messages(prompt, image_format="png")
 
     assert messages[0] == prompt.messages[0]  # the system instruction, verbatim
     parts = messages[1]["content"]
@@ -59,6 +59,33 @@ def test_image_parts_become_png_data_urls_with_the_same_pixels() -> None:
         assert url.startswith("data:image/png;base64,")
         assert np.array_equal(np.asarray(load_image(url)), np.asarray(image))  # lossless
     assert prompt.messages[1]["content"][0] == {"type": "image"}  # the prompt is not mutated
+
+
+def test_jpeg_data_urls_are_near_lossless_and_encoded_once_per_image(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from guardvl_sdk.backends import chat_api
+
+    y, x = np.mgrid[0:60, 0:80]
+    image = Image.fromarray(np.stack([x * 3, y * 4, x + y], axis=-1).astype(np.uint8))
+    encodings = 0
+    real = chat_api.to_data_url
+
+    def counting(image: Image.Image, *, format: str) -> str:
+        nonlocal encodings
+        encodings += 1
+        return real(image, format=format)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chat_api, "to_data_url", counting)
+    windows = [GUARDREASONER_VL.render(f"window {i}", [image]) for i in range(3)]
+    urls = [
+        part["image_url"]["url"]
+        for window in windows
+        for part in chat_messages(window)[1]["content"]
+        if part["type"] == "image_url"
+    ]
+    assert encodings == 1 and len(set(urls)) == 1
+    assert urls[0].startswith("data:image/jpeg;base64,")
+    sent = np.asarray(load_image(urls[0]), dtype=np.int16)
+    assert np.abs(sent - np.asarray(image, dtype=np.int16)).mean() < 1.5
 
 
 def test_text_only_messages_pass_through() -> None:

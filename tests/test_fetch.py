@@ -144,7 +144,7 @@ def test_a_redirect_to_a_private_address_is_refused(server: int) -> None:
     ("path", "message"),
     [
         ("/page", "content type 'text/html' is not image/"),
-        ("/big", "over the 1000000 limit"),
+        ("/big", "over the 1000000 byte limit"),
         ("/big-chunked", "over the 1000000 byte limit"),
         ("/loop", "more than 3 redirects"),
         ("/missing", "HTTP 404"),

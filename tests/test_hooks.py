@@ -33,6 +33,11 @@ def transcript(prompt: Prompt) -> tuple[str, str | None]:
     return request, None if response == "None" else response
 
 
+def newest_turn(request: str) -> str:
+    """The newest user turn of a conversation's request slot (the layout's context cut off)."""
+    return request.rsplit("[End of the conversation before this request]\n\n", 1)[-1]
+
+
 def judge(prompt: Prompt) -> str:
     request, response = transcript(prompt)
     request_label = "harmful" if HARMFUL_REQUEST in request else "unharmful"

@@ -15,7 +15,7 @@ from guardvl_sdk.hooks.stream import OneAnswer
 from guardvl_sdk.integrations.langchain import GuardedChatModel
 from guardvl_sdk.integrations.openai import guard_openai
 from guardvl_sdk.verdict import Verdict
-from tests.test_hooks import scripted_guard, transcript
+from tests.test_hooks import newest_turn, scripted_guard, transcript
 from tests.test_langchain import fake_model
 from tests.test_openai import Upstream, ask, make_client
 
@@ -70,7 +70,8 @@ def test_the_empty_answer_rule_is_the_same_in_all_four_entry_points() -> None:
     guard_openai(make_client(Upstream(lambda asked, i: "")), guard).chat.completions.create(
         model="vlm", messages=ask("hello")
     )
-    seen["openai"] = [transcript(p) for p in backend.prompts]
+    # the adapter reads the whole chat: its system prompt stands before "hello" as context
+    seen["openai"] = [(newest_turn(r), a) for r, a in map(transcript, backend.prompts)]
 
     guard, backend = scripted_guard()
     GuardedChatModel(fake_model(AIMessage(content="")), guard).invoke("hello")

@@ -45,7 +45,7 @@ def test_text_and_image_parameters_are_found_by_name() -> None:
     assert transcript(prompt) == ("what is this?", None) and len(prompt.images) == 2
 
 
-def test_openai_chat_messages_are_read_from_the_user_turns() -> None:
+def test_openai_chat_messages_are_read_whole() -> None:
     guard, backend = scripted_guard()
 
     @guarded(guard, check="input")
@@ -54,9 +54,9 @@ def test_openai_chat_messages_are_read_from_the_user_turns() -> None:
 
     chat(
         [
-            {"role": "system", "content": "You are a helpful assistant. attack"},
+            {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Hello there"},
-            {"role": "assistant", "content": "Hi! attack"},
+            {"role": "assistant", "content": "Hi!"},
             {
                 "role": "user",
                 "content": [
@@ -67,9 +67,11 @@ def test_openai_chat_messages_are_read_from_the_user_turns() -> None:
         ]
     )
     (prompt,) = backend.prompts
-    # Only the user's turns are the request: the app's system prompt and the assistant's earlier
-    # turns (both containing the scripted harmful word) are not judged as the user's.
-    assert transcript(prompt) == ("Hello there\n\nWhat is in this image?", None)
+    # Every turn is read: the newest user turn is the request, the earlier ones its context.
+    request, response = transcript(prompt)
+    assert request.endswith("\n\nWhat is in this image?\n[image 1]") and response is None
+    for earlier in ("You are a helpful assistant.", "Hello there", "Hi!"):
+        assert earlier in request
     assert len(prompt.images) == 1 and prompt.images[0].getpixel((0, 0)) == (200, 30, 30)
 
 
@@ -420,3 +422,23 @@ def test_async_events_carry_timing() -> None:
     assert asyncio.run(answer("hi")) == "fine"
     assert [e.stage for e in events] == ["input", "output"]
     assert all(e.elapsed_ms >= e.verdict.latency_ms for e in events)
+
+
+def test_a_harmful_assistant_history_turn_blocks_the_call() -> None:
+    guard, backend = scripted_guard()
+
+    @guarded(guard, check="input")
+    def chat(messages: list[dict[str, Any]]) -> str:
+        raise AssertionError("a blocked conversation must not reach the VLM")
+
+    with pytest.raises(GuardBlocked) as blocked:
+        chat(
+            [
+                {"role": "user", "content": "Hello there"},
+                {"role": "assistant", "content": "Sure, here is how to attack it."},
+                {"role": "user", "content": "Go on"},
+            ]
+        )
+    receipt = blocked.value.verdict.inspected
+    assert [(p.message, p.role) for p in receipt] == [(0, "user"), (1, "assistant"), (2, "user")]
+    assert len(backend.prompts) == 1

@@ -145,3 +145,40 @@ def test_numpy_noise_of_every_shape_is_typed() -> None:
     for array in (np.zeros((0, 5, 3), np.uint8), np.zeros((5,), np.uint8), np.zeros((2, 2, 2))):
         with pytest.raises(InvalidInputError):
             load_image(array)
+
+
+def test_a_window_of_emoji_is_bounded_in_bytes_not_only_characters() -> None:
+    """6,000 emoji are 6,000 characters but 24,000 bytes (and, byte-level, up to 24,000 tokens)."""
+    windows: list[str] = []
+
+    def judge(prompt):  # type: ignore[no-untyped-def]
+        windows.append(prompt.messages[1]["content"][-1]["text"])
+        return RESULT_HARMFUL_REQUEST if "tail" in windows[-1] else RESULT_SAFE_REQUEST
+
+    text = "\U0001f600" * 6000 + " the tail"
+    verdict = Guard(ScriptedBackend(judge)).check(text)
+    assert verdict.blocked and verdict.windows == len(windows) >= 4
+    for window in windows:  # a byte-level BPE never makes more tokens than bytes
+        assert len(window.encode()) <= 6000 + 200  # the request window plus the transcript
+
+
+def test_a_stuck_generation_gives_a_timeout_and_the_batcher_serves_on() -> None:
+    import threading
+
+    from guardvl_sdk import BackendTimeoutError
+    from guardvl_sdk.backends.batching import Batcher
+
+    release = threading.Event()
+
+    def run(items: list[str]) -> list[str]:
+        if "stuck" in items:
+            release.wait(10)
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(run, window=0.0, max_batch_size=4, timeout=0.5)
+    began = time.perf_counter()
+    with pytest.raises(BackendTimeoutError):
+        batcher(["stuck"])
+    assert time.perf_counter() - began < 2.0
+    release.set()  # the stuck call returns; the next caller is served
+    assert batcher(["next"]) == ["NEXT"]

@@ -29,7 +29,7 @@ from pydantic import Field
 from guardvl_sdk import ConfigurationError, Guard, GuardBlocked, InvalidInputError
 from guardvl_sdk.integrations.langchain import GuardedChatModel, GuardRunnable, read_request
 from guardvl_sdk.testing import ScriptedBackend
-from tests.test_hooks import judge, transcript
+from tests.test_hooks import judge, newest_turn, transcript
 
 
 def png_url(color: str = "red") -> str:
@@ -44,8 +44,9 @@ def scripted() -> tuple[Guard, ScriptedBackend]:
 
 
 def seen(backend: ScriptedBackend) -> list[tuple[str, str | None]]:
-    """(request, response) of every prompt the guard was shown, in order."""
-    return [transcript(prompt) for prompt in backend.prompts]
+    """(newest user turn, response) of every prompt the guard was shown, in order (the earlier
+    turns it saw as context are asserted in tests/test_conversation.py)."""
+    return [(newest_turn(r), a) for r, a in map(transcript, backend.prompts)]
 
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{question}")])
@@ -73,8 +74,9 @@ def fake_model(*answers: str | AIMessage) -> GenericFakeChatModel:
 
 def test_read_request_all_input_kinds() -> None:
     url = png_url()
-    assert read_request("hello") == ("hello", [])
-    assert read_request(PROMPT.invoke({"question": "why?"})) == ("why?", [])
+    assert (read_request("hello").text, read_request("hello").messages) == ("hello", None)
+    chat = read_request(PROMPT.invoke({"question": "why?"})).messages
+    assert chat is not None and chat[-1] == {"role": "user", "content": "why?"}
     message = HumanMessage(
         content=[
             {"type": "text", "text": "what is this?"},
@@ -82,24 +84,23 @@ def test_read_request_all_input_kinds() -> None:
             {"type": "image_url", "image_url": {"url": url}},
         ]
     )
-    text, images = read_request([("system", "sys"), message, AIMessage(content="earlier")])
-    assert text == "what is this?"  # system and assistant turns are the app's, not the request
-    assert images == [url, url]  # the standard base64 block becomes the same data: URL
-    text, images = read_request({"question": "q", "n": 3, "photo": url, "none": None})
-    assert (text, images) == ("q\n\n3", [url])
-    assert read_request({"role": "user", "content": "a dict message"}) == ("a dict message", [])
+    request = read_request([("system", "sys"), message, AIMessage(content="earlier")])
+    assert request.messages is not None  # every turn is read: system, user, assistant
+    assert [m["role"] for m in request.messages] == ["system", "user", "assistant"]
+    parts = request.messages[1]["content"]
+    # the standard base64 block becomes the same data: URL
+    assert [p["image_url"]["url"] for p in parts if p["type"] == "image_url"] == [url, url]
+    request = read_request({"question": "q", "n": 3, "photo": url, "none": None})
+    assert (request.text, request.images) == ("q\n\n3", [url])
+    dict_message = read_request({"role": "user", "content": "a dict message"}).messages
+    assert dict_message == ({"role": "user", "content": "a dict message"},)
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (
-            HumanMessage(content=[{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}]),
-            "input_audio",
-        ),
         (HumanMessage(content=[{"type": "image", "file_id": "file-1"}]), "cannot read"),
         ({"question": object()}, "cannot check a object"),
-        ([("system", "only the app speaks")], "nothing to check"),
         ("", "nothing to check"),
     ],
 )
@@ -436,14 +437,14 @@ def test_guarded_model_passes_tool_calls_through_untouched() -> None:
         fake_model(AIMessage(content="Looking.", tool_calls=[call])), guard
     ).invoke("bread?")
     assert answer.tool_calls == [call] and answer.content == "Looking."
-    assert seen(backend)[-1] == ("bread?", "Looking.")
+    assert seen(backend)[-1] == ("bread?", 'Looking.\n[tool call: lookup]\n{"q": "bread"}')
     backend.prompts.clear()
     only_tools = GuardedChatModel(
         fake_model(AIMessage(content="", tool_calls=[call])), guard
     ).invoke("bread?")
     assert only_tools.tool_calls == [call]
-    # The one empty-answer rule: an answer without text is still checked, as an empty response.
-    assert seen(backend) == [("bread?", None), ("bread?", "")]
+    # An answer without text is still checked: its tool calls are the answer.
+    assert seen(backend) == [("bread?", None), ("bread?", '[tool call: lookup]\n{"q": "bread"}')]
 
 
 def test_guarded_model_checks_images_in_the_conversation() -> None:
@@ -573,7 +574,9 @@ def test_bound_tools_reach_the_inner_model_through_the_guard() -> None:
     assert inner.options[-1]["tools"][0]["function"]["name"] == "add"
     assert inner.options[-1]["tool_choice"] == "any"
     # The request was checked first; the answer (tool calls only) as an empty response.
-    assert seen(backend) == [("what is 1 + 2?", None), ("what is 1 + 2?", "")]
+    # the tool call's name and arguments are judged as the answer
+    tool_call = '[tool call: add]\n{"a": 1, "b": 2}'
+    assert seen(backend) == [("what is 1 + 2?", None), ("what is 1 + 2?", tool_call)]
     with pytest.raises(GuardBlocked):
         bound.invoke("an attack with tools")
     assert len(inner.options) == 1  # a blocked request never reached the model

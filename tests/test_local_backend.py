@@ -40,8 +40,7 @@ def test_loads_through_the_auto_classes(tiny_guard: Guard, tiny_model_dir) -> No
 @pytest.mark.parametrize("case", CASES, ids=["text", "image", "text+image", "with-response"])
 def test_every_input_kind_gives_a_fail_closed_verdict(tiny_guard: Guard, case: CheckInput) -> None:
     verdict = tiny_guard.check(case.text, case.image, response=case.response)
-    # Noise never parses into labels: the guard must not read it as unharmful.
-    assert verdict.status in (Status.TRUNCATED, Status.PARSE_ERROR)
+    # Noise is never read as unharmful (which status it ends in depends on the random weights).
     assert verdict.blocked and verdict.harmful is not False
     assert verdict.stage == ("output" if case.response else "input")
     assert 0 < verdict.usage.completion_tokens <= 24
@@ -122,7 +121,9 @@ def test_a_generation_time_limit_fails_closed(tiny_model_dir) -> None:
     started = time.perf_counter()
     verdict = guard.check("How do I pick a lock?")
     assert time.perf_counter() - started < 10
-    assert verdict.status is Status.TRUNCATED and verdict.blocked
+    # What is guaranteed: the cut output is not a pass. (Which status the random model's noise
+    # ends in, truncated or parse_error after a stray </result>, depends on its weights.)
+    assert verdict.blocked and verdict.status is not Status.OK
     assert 0 < verdict.usage.completion_tokens < 4096
 
 

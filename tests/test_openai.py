@@ -33,7 +33,7 @@ from guardvl_sdk.integrations.openai import (
     guard_openai,
 )
 from guardvl_sdk.testing import ScriptedBackend
-from tests.test_hooks import judge, transcript
+from tests.test_hooks import judge, newest_turn, transcript
 
 
 def png_url() -> str:
@@ -140,7 +140,9 @@ def scripted() -> tuple[Guard, ScriptedBackend]:
 
 
 def seen(backend: ScriptedBackend) -> list[tuple[str, str | None]]:
-    return [transcript(prompt) for prompt in backend.prompts]
+    """(newest user turn, response) of every prompt the guard was shown (the earlier turns it
+    saw as context are asserted in tests/test_conversation.py)."""
+    return [(newest_turn(r), a) for r, a in map(transcript, backend.prompts)]
 
 
 def make_client(upstream: Upstream) -> OpenAI:
@@ -274,7 +276,11 @@ def test_tool_calls_pass_through_untouched() -> None:
     assert completion.choices[0].message.tool_calls[0].model_dump() == call
     assert completion.choices[0].finish_reason == "tool_calls"
     # The one empty-answer rule: an answer without text is still checked, as an empty response.
-    assert seen(backend) == [("look it up", None), ("look it up", "")]
+    # the call's name and arguments are judged as the answer
+    assert seen(backend) == [
+        ("look it up", None),
+        ("look it up", '[tool call: lookup]\n{"q": "x"}'),
+    ]
 
 
 def test_images_are_checked_and_urls_refused() -> None:

@@ -53,7 +53,12 @@ def run(guard: Guard, seen: dict[str, list[Any]], cases: list[CheckInput], reuse
     backend.prefix_cache = reuse
     seen["tokens"].clear()
     seen["prefill"].clear()
-    verdicts = guard.check_batch(cases) if len(cases) > 1 else [guard.check(**vars(cases[0]))]
+    one = cases[0]
+    verdicts = (
+        guard.check_batch(cases)
+        if len(cases) > 1
+        else [guard.check(one.text, one.image, response=one.response)]
+    )
     return [v.raw for v in verdicts], list(seen["tokens"]), list(seen["prefill"])
 
 

@@ -107,21 +107,29 @@ def test_native_check_with_a_response(url: str) -> None:
     assert set(verdict) >= {"reasoning", "raw", "score", "usage", "latency_ms", "model", "policy"}
 
 
-def test_native_check_messages(url: str) -> None:
+def test_native_check_messages(url: str, backend: ScriptedBackend) -> None:
+    image = {"type": "image_url", "image_url": {"url": png_data_url()}}
     body = {
         "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "hi"},
-                    {"type": "image_url", "image_url": {"url": png_data_url()}},
-                ],
-            },
-            {"role": "assistant", "content": "hello there"},
-        ]
+            {"role": "system", "content": "You describe pictures."},
+            {"role": "user", "content": [{"type": "text", "text": "what is this"}, image]},
+        ],
+        "response": "a red square",
     }
-    verdict = httpx.post(f"{url}/v1/guard/check", json=body, headers={"x-api-key": KEY}).json()
+    before = len(backend.prompts)
+    answer = httpx.post(f"{url}/v1/guard/check", json=body, headers={"x-api-key": KEY})
+    verdict = answer.json()
     assert verdict["stage"] == "output" and verdict["blocked"] is False
+    kinds = sorted(part["kind"] for part in verdict["inspected"])
+    assert kinds == ["image", "text", "text", "text"]  # system, user, answer: every part
+    (prompt,) = backend.prompts[before:]
+    assert "You describe pictures." in transcript(prompt) and len(prompt.images) == 1
+
+
+def test_native_messages_never_name_a_server_file(url: str) -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "image", "image": "/etc/hosts"}]}]}
+    answer = httpx.post(f"{url}/v1/guard/check", json=body, headers={"x-api-key": KEY})
+    assert answer.status_code == 400 and "image_url" in answer.json()["error"]["message"]
 
 
 def test_without_a_key_401(url: str) -> None:

@@ -21,7 +21,12 @@ HARMFUL = FORMAT.format(request="harmful", response="None")
     ("written", "score", "threshold", "blocked"),
     [
         (SAFE, 0.4, 0.3, True),  # the score crosses the threshold: blocked despite the label
-        (HARMFUL, 0.6, 0.7, False),  # below it: allowed despite the label
+        (HARMFUL, 0.6, 0.7, True),  # a harmful written label always blocks, whatever the score
+        (SAFE, 0.2, 0.3, False),  # below it: allowed
+        (SAFE, float("nan"), 0.3, False),  # not a number: no score, the written label stands
+        (SAFE, float("-inf"), 0.3, False),
+        (HARMFUL, float("nan"), 0.3, True),
+        (HARMFUL, float("-inf"), 0.3, True),  # what a remote logprob of Infinity yields
         (SAFE, 0.4, None, False),  # no threshold: the written label decides
         (HARMFUL, None, 0.99, True),  # no score: the written label stands
         (SAFE, None, 0.01, False),

@@ -10,7 +10,23 @@ if TYPE_CHECKING:
 
     from PIL import Image
 
-__all__ = ["Backend", "Generation", "Prompt"]
+__all__ = [
+    "DEFAULT_MAX_TIME",
+    "DEFAULT_TIMEOUT",
+    "AsyncBackend",
+    "Backend",
+    "Generation",
+    "Prompt",
+    "ScoringBackend",
+]
+
+DEFAULT_MAX_TIME = 300.0
+"""Seconds one local ``generate`` call runs before it stops itself (its outputs are
+``truncated``, so the check fails closed)."""
+
+DEFAULT_TIMEOUT = 600.0
+"""The default check deadline of a local guard: seconds a caller waits for its outputs, queueing
+behind other callers included, before it gets ``BackendTimeoutError`` (the check fails closed)."""
 
 
 @dataclass(frozen=True)
@@ -68,4 +84,27 @@ class Backend(Protocol):
         Raise when the call fails as a whole. A backend that sends prompts separately may instead
         return, for a prompt that failed alone, a generation with :attr:`Generation.error` set.
         """
+        ...
+
+
+# Optional capabilities: a backend may have them too; the guard uses what it has.
+
+
+@runtime_checkable
+class AsyncBackend(Protocol):
+    """A backend that also generates without blocking the event loop (``Guard.acheck``)."""
+
+    async def agenerate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        """Like :meth:`Backend.generate`, awaited."""
+        ...
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """A backend that reads P(harmful) of the label token in one forward pass (``triage``)."""
+
+    def label_probability(
+        self, prompts: Sequence[Prompt], *, continuation: str
+    ) -> list[float | None]:
+        """P(harmful) of the label token right after ``continuation``, per prompt."""
         ...

@@ -8,12 +8,18 @@ probabilities present or not.
 from __future__ import annotations
 
 import math
-from typing import Any
+import threading
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.scoring import RESULT_END, label_side, label_token_index
 from guardvl_sdk.errors import BackendError
 from guardvl_sdk.inputs import to_data_url
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["chat_messages", "label_score", "read_completion"]
 
@@ -22,11 +28,15 @@ __all__ = ["chat_messages", "label_score", "read_completion"]
 _FINISHED_REASONS = {"stop", "eos_token", "stop_sequence"}
 
 
-def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
+def chat_messages(
+    prompt: Prompt, *, image_format: Literal["jpeg", "png"] = "jpeg"
+) -> list[dict[str, Any]]:
     """Turn a rendered prompt's messages into chat completions messages.
 
     Each ``{"type": "image"}`` part becomes an ``image_url`` part holding the prompt's next image
-    as a PNG ``data:`` URL; text parts and string contents pass through unchanged.
+    as a ``data:`` URL (see :func:`~guardvl_sdk.inputs.to_data_url` for the formats); text parts
+    and string contents pass through unchanged. An image is encoded once while it lives: the
+    windows of one long check share their images, and reuse the encoding.
 
     Raises:
         ValueError: The prompt has more or fewer images than image parts.
@@ -42,13 +52,51 @@ def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
                     image = next(images, None)
                     if image is None:
                         raise ValueError("the prompt has more image parts than images")
-                    part = {"type": "image_url", "image_url": {"url": to_data_url(image)}}
+                    url = _ENCODED.data_url(image, image_format)
+                    part = {"type": "image_url", "image_url": {"url": url}}
                 parts.append(part)
             content = parts
         messages.append({**message, "content": content})
     if next(images, None) is not None:
         raise ValueError("the prompt has more images than image parts")
     return messages
+
+
+class _Encodings:
+    """The data URLs of recently encoded images, by image object, while each image lives.
+
+    PIL images compare by pixels and are unhashable, so entries are keyed by ``id`` and checked
+    against a weak reference (an id can be reused once its image is gone).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[int, str], tuple[weakref.ref[Image.Image], str]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def data_url(self, image: Image.Image, image_format: Literal["jpeg", "png"]) -> str:
+        key = (id(image), image_format)
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is not None and entry[0]() is image:
+                self._items.move_to_end(key)
+                return entry[1]
+        url = to_data_url(image, format=image_format)
+
+        def forget(_: object) -> None:  # the image is gone: so is its encoding
+            with self._lock:
+                self._items.pop(key, None)
+
+        with self._lock:
+            self._items[key] = (weakref.ref(image, forget), url)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return url
+
+
+_ENCODED = _Encodings()
 
 
 def read_completion(data: Any, *, score_label: str = "request") -> Generation:
@@ -134,8 +182,8 @@ def _harmful_share(entry: dict[str, Any]) -> float | None:
     alternatives.setdefault(str(entry.get("token")), entry.get("logprob"))  # normally there
     harmful = unharmful = 0.0
     for token, logprob in alternatives.items():
-        if not isinstance(logprob, int | float):
-            continue
+        if not isinstance(logprob, int | float) or not -math.inf < logprob <= 0:
+            continue  # not a log probability (NaN, Infinity, positive): no evidence
         side = label_side(token)
         if side is True:
             harmful += math.exp(logprob)

@@ -6,28 +6,32 @@ instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this modul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardvl_sdk.backends.base import Generation, Prompt
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, Generation, Prompt
 from guardvl_sdk.backends.loading import Quantization, load_model
 from guardvl_sdk.backends.prefix_cache import InstructionPrefix, forget_rope_deltas
 from guardvl_sdk.backends.scoring import STOP_STRINGS, label_side, label_token_index
-from guardvl_sdk.errors import ConfigurationError
+from guardvl_sdk.errors import BackendTimeoutError, ConfigurationError
 
-__all__ = ["LocalBackend", "Quantization"]
+__all__ = ["DEFAULT_MAX_TIME", "DEFAULT_TIMEOUT", "LocalBackend", "Quantization"]
 
 
 class LocalBackend:
     """Greedy generation with a transformers image-text-to-text model (Qwen2.5-VL).
 
     A call with several prompts runs them as one left-padded batch. Concurrent callers (threads,
-    or asyncio tasks through :meth:`agenerate`) are batched dynamically: prompts arriving within
-    ``batch_window_ms`` of each other, or while the model is busy, run together in one
-    ``generate`` (up to ``max_batch_size`` prompts), and each caller gets its own outputs (see
-    :mod:`guardvl_sdk.backends.batching`). One ``generate`` runs at a time on the model.
+    or asyncio tasks through :meth:`agenerate`) are batched dynamically: prompts arriving while
+    the model is busy, or within ``batch_window_ms`` of each other, run together in one
+    ``generate`` (up to ``max_batch_size`` prompts), and each caller gets its own outputs as soon
+    as its row has ended (see :mod:`guardvl_sdk.backends.batching`). One ``generate`` runs at a
+    time on the model; the processor work of the next prompts runs meanwhile on their callers'
+    threads.
 
     Every check starts with the same tokens: the chat template's system turn holding the
     policy's instruction. Their key/value cache is computed once per instruction and reused
@@ -41,10 +45,15 @@ class LocalBackend:
         model_id: Reported in verdicts.
         max_new_tokens: Generation bound; an output that reaches it is ``truncated``.
         max_time: Seconds one ``generate`` call may take; outputs cut by it are ``truncated``
-            (so the guard's failure policy decides). None: no time limit.
-        batch_window_ms: How long the first of several concurrent callers waits for others to
-            join its batch (a lone caller's added latency is at most this). None: no dynamic
-            batching; concurrent calls run one after another.
+            (so the guard's failure policy decides). Default :data:`DEFAULT_MAX_TIME`; None: no
+            time limit.
+        timeout: Seconds a caller waits for its outputs, waiting for other callers' generations
+            included; past it the caller gets :class:`~guardvl_sdk.errors.BackendTimeoutError`
+            (so the guard fails closed) and the others are served as the model frees up.
+            Default :data:`DEFAULT_TIMEOUT`; None: wait as long as it takes.
+        batch_window_ms: How long a burst of concurrent callers is gathered into one batch,
+            when others already wait behind the first (a lone caller does not wait). None: no
+            dynamic batching; concurrent calls run one after another.
         max_batch_size: Most prompts one dynamic batch gathers.
         prefix_cache: Reuse the shared instruction prefix's key/value cache.
     """
@@ -56,12 +65,13 @@ class LocalBackend:
         *,
         model_id: str,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
         prefix_cache: bool = True,
     ) -> None:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
         from guardvl_sdk.backends.batching import Batcher
 
@@ -82,23 +92,34 @@ class LocalBackend:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
         self._end_ids = set(eos_ids) | {pad_id}
         # A clean config: pure greedy as the authors decoded, whatever sampling defaults
-        # (temperature, repetition penalty) the checkpoint ships with.
+        # (temperature, repetition penalty) the checkpoint ships with. The stop strings are not
+        # in it: transformers would build their checker on every generate, and building it
+        # scans the whole vocabulary (about 0.3 s with Qwen2.5's 151,665 tokens). It is built
+        # once here and handed to every generate.
         self.generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=eos_ids,
             pad_token_id=pad_id,
-            stop_strings=list(STOP_STRINGS),
             max_time=max_time,
         )
+        self._stopping = StoppingCriteriaList(
+            [StopStringCriteria(tokenizer=tokenizer, stop_strings=list(STOP_STRINGS))]
+        )
         self._lock = threading.Lock()
+        self.timeout = timeout
         self._label_ids = _label_token_ids(tokenizer)
         self.prefix_cache = prefix_cache
         self._prefixes: dict[str, InstructionPrefix | None] = {}
-        self._batcher: Batcher[Prompt, Generation] | None = None
+        self._pad_id = pad_id
+        self._batcher: Batcher[_Encoded, Generation] | None = None
         if batch_window_ms is not None:
             self._batcher = Batcher(
-                self._generate_now, window=batch_window_ms / 1000, max_batch_size=max_batch_size
+                self._generate_now,
+                window=batch_window_ms / 1000,
+                max_batch_size=max_batch_size,
+                early=True,
+                timeout=timeout,
             )
 
     @classmethod
@@ -112,7 +133,8 @@ class LocalBackend:
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_new_tokens: int = 1024,
-        max_time: float | None = None,
+        max_time: float | None = DEFAULT_MAX_TIME,
+        timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         batch_window_ms: float | None = 5.0,
         max_batch_size: int = 16,
@@ -130,7 +152,7 @@ class LocalBackend:
             revision: A branch, tag or commit of the model repository.
             trust_remote_code: Run code shipped with the checkpoint. Off unless you ask.
             max_new_tokens: Generation bound.
-            max_time: Seconds one ``generate`` call may take (see :class:`LocalBackend`).
+            max_time, timeout: Time bounds (see :class:`LocalBackend`).
             adapter: A PEFT (LoRA) adapter to apply on top of the model (needs ``peft``).
             batch_window_ms, max_batch_size: Dynamic batching (see :class:`LocalBackend`).
             prefix_cache: Reuse the instruction prefix's key/value cache (see
@@ -153,6 +175,7 @@ class LocalBackend:
             model_id=name,
             max_new_tokens=max_new_tokens,
             max_time=max_time,
+            timeout=timeout,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
             prefix_cache=prefix_cache,
@@ -164,12 +187,17 @@ class LocalBackend:
         return self.model.device
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
-        """Generate greedily for ``prompts``, batched with those of concurrent callers."""
+        """Generate greedily for ``prompts``, batched with those of concurrent callers.
+
+        The processor work (chat template, tokenizing, image preprocessing) runs here, on the
+        caller's thread, so it overlaps the batch the model is generating meanwhile.
+        """
         if not prompts:
             return []
+        encoded = self._encode(prompts)
         if self._batcher is None:
-            return self._generate_now(prompts)
-        return self._batcher(prompts)
+            return self._generate_now(encoded)
+        return self._batcher(encoded)
 
     async def agenerate(self, prompts: Sequence[Prompt]) -> list[Generation]:
         """Like :meth:`generate`, awaiting the model without blocking the event loop.
@@ -180,9 +208,10 @@ class LocalBackend:
 
         if not prompts:
             return []
+        encoded = await asyncio.to_thread(self._encode, prompts)
         if self._batcher is None:
-            return await asyncio.to_thread(self._generate_now, prompts)
-        return await self._batcher.asubmit(prompts)
+            return await asyncio.to_thread(self._generate_now, encoded)
+        return await self._batcher.asubmit(encoded)
 
     def label_probability(
         self, prompts: Sequence[Prompt], *, continuation: str
@@ -197,63 +226,94 @@ class LocalBackend:
         if not prompts:
             return []
         config = copy.deepcopy(self.generation_config)
-        config.max_new_tokens, config.min_new_tokens, config.stop_strings = 1, None, None
-        _, _, _, table = self._run(prompts, config, continuation=continuation)
+        config.max_new_tokens, config.min_new_tokens = 1, None
+        recorder = self._run(self._encode(prompts, continuation=continuation), config)[2]
+        table = recorder.table()
         if table is None:
             return [None] * len(prompts)
         return [_share(*table[row, 0].tolist()) for row in range(len(prompts))]
 
-    def _generate_now(self, prompts: Sequence[Prompt]) -> list[Generation]:
-        """Generate greedily for ``prompts`` as one left-padded batch, now."""
-        new_tokens, prompt_lengths, _, label_logits = self._run(prompts, self.generation_config)
+    def _encode(self, prompts: Sequence[Prompt], *, continuation: str = "") -> list[_Encoded]:
+        """Each prompt through the chat template and the processor, alone (unpadded)."""
+        encoded = []
+        for prompt in prompts:
+            text = self.processor.apply_chat_template(
+                prompt.messages, tokenize=False, add_generation_prompt=True
+            )
+            features = self.processor(
+                text=[text + continuation], images=list(prompt.images) or None, return_tensors="pt"
+            )
+            encoded.append(_Encoded(prompt, dict(features)))
+        return encoded
+
+    def _generate_now(
+        self, encoded: Sequence[_Encoded], deliver: Callable[[int, Generation], None] | None = None
+    ) -> list[Generation]:
+        """Generate greedily for ``encoded`` as one left-padded batch, now.
+
+        With ``deliver``, each row's generation is handed to it as soon as the row has ended
+        (end of sequence or the stop string), while longer rows go on generating.
+        """
+        prompts = [item.prompt for item in encoded]
+        early = None if deliver is None else _EarlyRows(self, prompts, deliver)
+        new_tokens, prompt_lengths, recorder = self._run(encoded, self.generation_config, early)
         return [
             self._to_generation(
                 tokens,
                 int(length),
                 score_label=prompt.score_label,
-                label_logits=None if label_logits is None else label_logits[row],
+                label_logits=recorder.row(row),
             )
             for row, (tokens, length, prompt) in enumerate(
                 zip(new_tokens, prompt_lengths, prompts, strict=True)
             )
         ]
 
+    @contextlib.contextmanager
+    def _model_turn(self) -> Iterator[None]:
+        """Hold the model, waiting at most ``timeout`` for a call in progress (one may hang)."""
+        if not self._lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise BackendTimeoutError(
+                f"the model stayed busy for {self.timeout} s (a generation may be stuck): "
+                "failing closed"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _run(
-        self, prompts: Sequence[Prompt], config: Any, *, continuation: str = ""
-    ) -> tuple[list[list[int]], list[int], Any, Any]:
-        """One ``generate`` call: new tokens, prompt lengths, the output, the label logits."""
+        self, encoded: Sequence[_Encoded], config: Any, early: _EarlyRows | None = None
+    ) -> tuple[list[list[int]], list[int], _LabelLogits]:
+        """One ``generate`` call: new tokens, prompt lengths, the label logits recorder."""
         import torch
 
-        texts = [
-            self.processor.apply_chat_template(
-                p.messages, tokenize=False, add_generation_prompt=True
-            )
-            + continuation
-            for p in prompts
-        ]
-        images = [image for p in prompts for image in p.images]
-        with self._lock, torch.inference_mode():
-            inputs = self.processor(
-                text=texts, images=images or None, padding=True, return_tensors="pt"
-            )
+        prompts = [item.prompt for item in encoded]
+        with self._model_turn(), torch.inference_mode():
+            inputs = _collate([item.features for item in encoded], self._pad_id)
             extra: dict[str, Any] = {}
             prefix = self._prefix(prompts) if self.prefix_cache else None
             if prefix is not None and prefix.starts(inputs):
                 inputs = prefix.move_padding(inputs)
-                extra["past_key_values"] = prefix.cache_for(len(texts))
-            inputs = inputs.to(self.device)
+                extra["past_key_values"] = prefix.cache_for(len(prompts))
+            inputs = {name: value.to(self.device) for name, value in inputs.items()}
             forget_rope_deltas(self.model)
             recorder = _LabelLogits(*self._label_ids, device=self.device)
+            stopping = self._stopping
+            if early is not None:
+                lengths = inputs["attention_mask"].sum(dim=1).tolist()
+                early.start(inputs["input_ids"].shape[1], lengths, recorder)
+                stopping = type(stopping)([*stopping, early])
             output = self.model.generate(
                 **inputs,
                 **extra,
                 generation_config=config,
-                tokenizer=self.processor.tokenizer,
+                stopping_criteria=stopping,
                 logits_processor=[recorder],
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
-        return new_tokens, prompt_lengths, output, recorder.table()
+        return new_tokens, prompt_lengths, recorder
 
     def _prefix(self, prompts: Sequence[Prompt]) -> InstructionPrefix | None:
         """The shared prefix of these prompts (their common system turn), computed once."""
@@ -300,6 +360,90 @@ class LocalBackend:
         )
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """One prompt as the processor gave it: a batch of one, unpadded."""
+
+    prompt: Prompt
+    features: dict[str, Any]
+
+
+def _collate(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Batch processor outputs of one prompt each, as ``processor(..., padding=True)`` would.
+
+    Tensors laid out per token are left-padded (ids with ``pad_id``, the rest with 0); the
+    images' tensors (patches, grids) are concatenated in prompt order.
+    """
+    import torch
+
+    if len(rows) == 1:
+        return dict(rows[0])
+    width = max(row["input_ids"].shape[1] for row in rows)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    batch: dict[str, Any] = {}
+    for name in names:
+        values = [row[name] for row in rows if name in row]
+        if name in _PER_TOKEN:
+            fill = pad_id if name == "input_ids" else 0
+            values = [
+                torch.nn.functional.pad(value, (width - value.shape[1], 0), value=fill)
+                for value in values
+            ]
+        batch[name] = torch.cat(values)
+    return batch
+
+
+_PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+class _EarlyRows:
+    """Hands each row's generation out as soon as the row ends; never stops anything itself.
+
+    ``generate`` calls stopping criteria after every step with the ids so far; a row has ended
+    when its last token is an end token or the stop string checker fires for it. The rest of the
+    batch goes on (transformers pads ended rows), but that caller already has its verdict.
+    """
+
+    def __init__(
+        self,
+        backend: LocalBackend,
+        prompts: Sequence[Prompt],
+        deliver: Callable[[int, Generation], None],
+    ) -> None:
+        self._backend = backend
+        self._prompts = list(prompts)
+        self._deliver = deliver
+        self._done: set[int] = set()
+        self._width = 0
+        self._recorder: _LabelLogits | None = None
+        self._lengths: list[int] = []
+
+    def start(self, width: int, lengths: list[int], recorder: _LabelLogits) -> None:
+        """Called once the batch is laid out: its width, each row's prompt length, the scores."""
+        self._width, self._lengths, self._recorder = width, lengths, recorder
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        (checker,) = self._backend._stopping
+        ended = checker(input_ids, scores).tolist()
+        last = input_ids[:, -1].tolist()
+        end_ids = self._backend._end_ids
+        for row, prompt in enumerate(self._prompts):
+            if row in self._done or not (ended[row] or last[row] in end_ids):
+                continue
+            self._done.add(row)
+            assert self._recorder is not None
+            generation = self._backend._to_generation(
+                input_ids[row, self._width :].tolist(),
+                int(self._lengths[row]),
+                score_label=prompt.score_label,
+                label_logits=self._recorder.row(row),
+            )
+            self._deliver(row, generation)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 class _LabelLogits:
     """A logits processor that keeps, at each step, the logits of the label alternatives only.
 
@@ -319,6 +463,17 @@ class _LabelLogits:
         if self._enabled:
             self._steps.append(scores.index_select(1, self._ids))
         return scores
+
+    def row(self, row: int) -> Any:
+        """A ``(steps, 2)`` CPU tensor of one row's log-sum-exps, or None."""
+        import torch
+
+        if not self._steps:
+            return None
+        logits = torch.stack([step[row] for step in self._steps]).float().cpu()
+        harmful = logits[:, : self._harmful].logsumexp(-1)
+        unharmful = logits[:, self._harmful :].logsumexp(-1)
+        return torch.stack([harmful, unharmful], dim=-1)
 
     def table(self) -> Any:
         """A ``(batch, steps, 2)`` CPU tensor of log-sum-exps (harmful, unharmful), or None."""

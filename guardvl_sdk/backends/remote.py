@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import json
 import logging
 import math
 import socket
@@ -17,7 +18,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from tenacity import (
@@ -34,6 +35,14 @@ from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.chat_api import chat_messages, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
 from guardvl_sdk.backends.scoring import STOP_STRINGS
+from guardvl_sdk.bounded_http import (
+    BodyTooLarge,
+    aread_body,
+    async_transport,
+    deadline,
+    read_body,
+    transport,
+)
 from guardvl_sdk.errors import (
     BackendConnectionError,
     BackendError,
@@ -41,6 +50,7 @@ from guardvl_sdk.errors import (
     BackendTimeoutError,
     ConfigurationError,
 )
+from guardvl_sdk.redaction import redact
 
 __all__ = ["RETRY_STATUSES", "RemoteBackend", "parse_retry_after"]
 
@@ -53,6 +63,9 @@ TOP_LOGPROBS = 5
 """Alternatives asked for per token when log probabilities are requested (for the score)."""
 
 _MAX_ERROR_BODY = 4096
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Largest answer body read (4,096 tokens with top-5 log probabilities take about 3 MB)."""
 
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
@@ -75,8 +88,13 @@ class RemoteBackend:
       the next server in turn. A ``Retry-After`` header (seconds or an HTTP date) is honoured up
       to ``max_backoff``; its server is skipped meanwhile, so with another server up the retry
       goes there at once.
-    - Any other 4xx, or a success whose body is not a chat completion (malformed JSON): not
-      retried.
+    - Any other 4xx, a success whose body is not a chat completion (malformed JSON), or a body
+      over ``max_response_bytes``: not retried.
+
+    ``timeout`` bounds each attempt on a server in total (connecting, sending, the headers and
+    the whole body), not only the wait between bytes: a server that drips its answer cannot hold
+    a check longer. Error texts kept from a server's answer have credentials redacted (the API
+    key, header values, anything shaped like a token; see :mod:`guardvl_sdk.redaction`).
 
     A prompt that still fails gets a :class:`~guardvl_sdk.backends.base.Generation` whose
     ``error`` says why: ``BackendStatusError``, ``BackendConnectionError``,
@@ -88,7 +106,8 @@ class RemoteBackend:
             (replicas serving the same model).
         model: The served model name (vLLM's ``--served-model-name``).
         api_key: Sent as ``Authorization: Bearer ...`` when given.
-        timeout: Seconds to wait for each answer (connecting: at most 5 of them).
+        timeout: Seconds one attempt on one server may take in all, body included
+            (connecting: at most 5 of them).
         max_concurrency: Most requests in flight at once, for sync calls and per event loop.
         max_retries: Retries of a failed request (attempts = 1 + max_retries).
         max_new_tokens: Generation bound (``max_tokens``); an answer that hits it is ``truncated``.
@@ -100,6 +119,11 @@ class RemoteBackend:
         extra_body: Extra request fields, e.g. ``{"repetition_penalty": 1.0}`` for vLLM.
         headers: Extra HTTP headers.
         cooldown: Seconds a server that failed to connect is skipped.
+        image_format: How images are sent: ``"jpeg"`` (quality 95, default: about 3 ms of CPU
+            for a 886x665 photo) or ``"png"`` (lossless, the exact pixels the local backend
+            sees, at 10-20x the encoding time). Each image is encoded once per check, however
+            many text windows it is sent with.
+        max_response_bytes: Largest answer body read; a longer one fails its prompt.
     """
 
     backoff: float = 0.5
@@ -122,6 +146,8 @@ class RemoteBackend:
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         cooldown: float = 10.0,
+        image_format: Literal["jpeg", "png"] = "jpeg",
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls or not all(
@@ -142,6 +168,10 @@ class RemoteBackend:
         self.logprobs = logprobs
         self.stop = stop
         self.extra_body = dict(extra_body or {})
+        self.image_format: Literal["jpeg", "png"] = image_format
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self._secrets = [api_key, *(headers or {}).values()]
         self._transport_options: dict[str, Any] = {
             "limits": httpx2.Limits(
                 max_connections=max_concurrency, max_keepalive_connections=max_concurrency
@@ -182,7 +212,7 @@ class RemoteBackend:
 
         async def one(prompt: Prompt) -> Generation:
             try:
-                # PNG-encoding images is CPU work: off the event loop.
+                # Encoding images is CPU work: off the event loop.
                 body = (
                     await asyncio.to_thread(self._body, prompt)
                     if prompt.images
@@ -190,8 +220,8 @@ class RemoteBackend:
                 )
                 retrying = AsyncRetrying(**self._retry_policy())
                 return await retrying(self._apost, client, slots, body, prompt.score_label)
-            except BackendError as exc:
-                return Generation(text="", finished=False, error=exc)
+            except Exception as exc:  # one malformed reply fails its own prompt, not the batch
+                return Generation(text="", finished=False, error=self._typed(exc))
 
         return list(await asyncio.gather(*(one(prompt) for prompt in prompts)))
 
@@ -225,12 +255,19 @@ class RemoteBackend:
             body = self._body(prompt)
             retrying = Retrying(**self._retry_policy())
             return retrying(self._post, self._sync_client(), body, prompt.score_label)
-        except BackendError as exc:
-            return Generation(text="", finished=False, error=exc)
+        except Exception as exc:  # one malformed reply fails its own prompt, not the batch
+            return Generation(text="", finished=False, error=self._typed(exc))
+
+    def _typed(self, exc: Exception) -> BackendError:
+        if isinstance(exc, BackendError):
+            return exc
+        error = BackendError(redact(f"unreadable answer: {exc!r}", self._secrets))
+        error.__cause__ = exc
+        return error
 
     def _body(self, prompt: Prompt) -> dict[str, Any]:
         try:
-            messages = chat_messages(prompt)
+            messages = chat_messages(prompt, image_format=self.image_format)
         except ValueError as exc:
             raise BackendError(f"cannot send this prompt: {exc}") from exc
         body: dict[str, Any] = {
@@ -255,14 +292,22 @@ class RemoteBackend:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
+            request = client.build_request("POST", f"{url}/chat/completions", json=body)
             try:
-                response = client.post(f"{url}/chat/completions", json=body)
+                with deadline(self.timeout):
+                    response = client.send(request, stream=True)
+                    try:
+                        content = read_body(response, self.max_response_bytes)
+                    finally:
+                        response.close()
             except _SLOW as exc:
                 raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
             except httpx2.TransportError as exc:
                 failure = self._unreachable(url, exc)
                 continue
-            return self._read(url, response, score_label)
+            except BodyTooLarge as exc:
+                raise BackendError(f"{url} answered too much: {exc}") from exc
+            return self._read(url, response, content, score_label)
         assert failure is not None
         raise failure
 
@@ -277,14 +322,22 @@ class RemoteBackend:
         failure: BackendConnectionError | None = None
         async with slots:
             for url in self.pool.order():
+                request = client.build_request("POST", f"{url}/chat/completions", json=body)
                 try:
-                    response = await client.post(f"{url}/chat/completions", json=body)
+                    with deadline(self.timeout):
+                        response = await client.send(request, stream=True)
+                        try:
+                            content = await aread_body(response, self.max_response_bytes)
+                        finally:
+                            await response.aclose()
                 except _SLOW as exc:
                     raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
                 except httpx2.TransportError as exc:
                     failure = self._unreachable(url, exc)
                     continue
-                return self._read(url, response, score_label)
+                except BodyTooLarge as exc:
+                    raise BackendError(f"{url} answered too much: {exc}") from exc
+                return self._read(url, response, content, score_label)
         assert failure is not None
         raise failure
 
@@ -301,13 +354,15 @@ class RemoteBackend:
         error.__cause__ = exc
         return error
 
-    def _read(self, url: str, response: httpx2.Response, score_label: str) -> Generation:
+    def _read(
+        self, url: str, response: httpx2.Response, content: bytes, score_label: str
+    ) -> Generation:
         status = response.status_code
         if status >= 400:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None and _retryable_status(status):
                 self.pool.mark_down(url, min(retry_after, self.pool.cooldown))
-            body = _error_body(response)
+            body = self._error_body(content)
             raise BackendStatusError(
                 f"{url} answered HTTP {status}: {str(body)[:200]}",
                 status_code=status,
@@ -316,15 +371,23 @@ class RemoteBackend:
             )
         self.pool.mark_up(url)
         try:
-            data = response.json()
+            data = json.loads(content)
         except ValueError as exc:
             raise BackendError(
                 f"{url} answered HTTP {status} with malformed JSON: {exc}",
                 status_code=status,
-                body=response.text[:_MAX_ERROR_BODY],
+                body=self._error_body(content),
             ) from exc
         generation = read_completion(data, score_label=score_label)
         return dataclasses.replace(generation, extra={**generation.extra, "endpoint": url})
+
+    def _error_body(self, content: bytes) -> Any:
+        """An error answer's body (its JSON, else the start of its text), credentials redacted."""
+        text = redact(content[:_MAX_ERROR_BODY].decode("utf-8", "replace"), self._secrets)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
 
     # -- retries --------------------------------------------------------------------------------
 
@@ -351,8 +414,8 @@ class RemoteBackend:
     def _sync_client(self) -> httpx2.Client:
         with self._lock:
             if self._client is None:
-                transport = httpx2.HTTPTransport(**self._transport_options)
-                self._client = httpx2.Client(transport=transport, **self._client_options)
+                transport_ = transport(**self._transport_options)
+                self._client = httpx2.Client(transport=transport_, **self._client_options)
             return self._client
 
     def _thread_pool(self) -> ThreadPoolExecutor:
@@ -368,8 +431,9 @@ class RemoteBackend:
         with self._lock:
             state = self._async.get(loop)
             if state is None:
-                transport = httpx2.AsyncHTTPTransport(**self._transport_options)
-                client = httpx2.AsyncClient(transport=transport, **self._client_options)
+                client = httpx2.AsyncClient(
+                    transport=async_transport(**self._transport_options), **self._client_options
+                )
                 state = self._async[loop] = (client, asyncio.Semaphore(self.max_concurrency))
             return state
 
@@ -399,10 +463,3 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, BackendStatusError):
         return _retryable_status(error.status_code or 0)
     return isinstance(error, BackendConnectionError)
-
-
-def _error_body(response: httpx2.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:_MAX_ERROR_BODY]

@@ -166,21 +166,21 @@ def _run(
 
 
 def _check(guard: Guard, chunk: list[_Item]) -> list[Verdict | str]:
-    """Verdicts for a chunk; an item the guard refuses becomes its error message."""
+    """Verdicts for a chunk; an item the guard refuses becomes its error message.
+
+    One batch, each item checked (and audited) once: a failed item comes back in its place.
+    """
     inputs = [_input(item.record) for item in chunk]
-    try:
-        return list(guard.check_batch(inputs))
-    except GuardVLError:
-        pass  # one bad item fails the whole batch: check one by one to find it
     results: list[Verdict | str] = []
-    for item, one in zip(chunk, inputs, strict=True):
-        try:
-            results.append(guard.check_batch([one])[0])
-        except GuardOutputError as exc:  # on_error="raise": the verdict is still the answer
-            results.append(exc.verdict)
-        except GuardVLError as exc:
-            logger.warning("eval: %s item %d failed: %s", item.dataset, item.index, exc)
-            results.append(f"{type(exc).__name__}: {exc}")
+    found = guard.check_batch(inputs, return_exceptions=True)
+    for item, result in zip(chunk, found, strict=True):
+        if isinstance(result, GuardOutputError):
+            results.append(result.verdict)  # on_error="raise": the verdict is still the answer
+        elif isinstance(result, GuardVLError):
+            logger.warning("eval: %s item %d failed: %s", item.dataset, item.index, result)
+            results.append(f"{type(result).__name__}: {result}")
+        else:
+            results.append(result)
     return results
 
 
@@ -243,6 +243,8 @@ def _outcome(
     raw = entry.get("raw") or ""
     categories = tuple(entry.get("categories") or ())
     shown = [f"[image {image.name}]" for image in record.images] + [record.request]
+    if record.messages is not None:  # a multi-turn item: its turns, images by name only
+        shown = [f"[{m.get('role')}] {_text_of(m.get('content'))}" for m in record.messages]
     if record.response is not None:
         shown.append(f"[response] {record.response}")
     return Outcome(
@@ -268,6 +270,19 @@ def _outcome(
         if raw
         else None,
     )
+
+
+def _text_of(content: Any) -> str:
+    """A chat message's content as text for the report (image parts as ``[image]``)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) if part.get("type") == "text" else "[image]"
+            for part in content
+            if isinstance(part, dict)
+        )
+    return ""
 
 
 def _key(record: Record, guard: Guard) -> str:

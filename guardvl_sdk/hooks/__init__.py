@@ -7,7 +7,8 @@ the LangChain adapters are thin peers on:
   vocabulary);
 - :mod:`.events`: :class:`GuardEvent`, :class:`BlockedCall`, and the :class:`Reporter` every check
   goes through (it logs and calls ``on_verdict``);
-- :mod:`.messages`: reading the request out of text, images and chat messages;
+- :mod:`.messages`: reading the request out of text, images and chat messages (a chat is read
+  whole, every role, by :mod:`guardvl_sdk.conversation`);
 - :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
   one async driver;
 - :mod:`.signature`: reading a guarded function's signature.
@@ -22,13 +23,7 @@ from __future__ import annotations
 
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
-from guardvl_sdk.hooks.messages import (
-    PART_READERS,
-    REQUEST_ROLES,
-    Request,
-    RequestReader,
-    read_messages,
-)
+from guardvl_sdk.hooks.messages import Request, RequestReader, read_messages
 from guardvl_sdk.hooks.options import (
     DEFAULT_REFUSAL,
     BlockMode,
@@ -44,8 +39,6 @@ from guardvl_sdk.hooks.stream import Gates, OneAnswer, StreamGate, aguard_stream
 __all__ = [
     "DEFAULT_REFUSAL",
     "IMAGE_PARAMETERS",
-    "PART_READERS",
-    "REQUEST_ROLES",
     "TEXT_PARAMETERS",
     "BlockMode",
     "BlockedCall",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from guardvl_sdk.checks import CheckInput
 
 if TYPE_CHECKING:
+    from guardvl_sdk.conversation import Message
     from guardvl_sdk.hooks.messages import Request
     from guardvl_sdk.verdict import Stage, Verdict
 
@@ -92,25 +93,29 @@ class Reporter:
     on_verdict: Callable[[GuardEvent], Any] | None = None
 
     def check(
-        self, request: Request, response: str | None = None, partial: bool = False
+        self, request: Request, response: str | Message | None = None, partial: bool = False
     ) -> Verdict:
-        """Check the request, or with ``response`` the answer in its context; report it."""
+        """Check the request, or with ``response`` the answer in its context; report it.
+
+        ``response`` is the answer's text, or an assistant message (its tool calls are judged
+        as part of the answer).
+        """
         return self.check_answers(request, [response], partial)[0]
 
     async def acheck(
-        self, request: Request, response: str | None = None, partial: bool = False
+        self, request: Request, response: str | Message | None = None, partial: bool = False
     ) -> Verdict:
         """Like :meth:`check`, without blocking the event loop."""
         return (await self.acheck_answers(request, [response], partial))[0]
 
     def check_answers(
-        self, request: Request, answers: Sequence[str | None], partial: bool = False
+        self, request: Request, answers: Sequence[str | Message | None], partial: bool = False
     ) -> list[Verdict]:
         """Check several answers to one request in one guard batch; report each verdict."""
         return self.check_inputs([request.check_input(answer) for answer in answers], partial)
 
     async def acheck_answers(
-        self, request: Request, answers: Sequence[str | None], partial: bool = False
+        self, request: Request, answers: Sequence[str | Message | None], partial: bool = False
     ) -> list[Verdict]:
         """Like :meth:`check_answers`, without blocking the event loop."""
         items = [request.check_input(answer) for answer in answers]

@@ -1,32 +1,28 @@
 """Reading the request a guard checks out of what a call site holds: text, images, chat messages.
 
-Every entry point builds its :class:`Request` with a :class:`RequestReader`, so a chat message is
-read the same way everywhere: the *user* turns are the request (system and earlier assistant
-turns are the app's own), and each content part is read by the reader :data:`PART_READERS` names
-for its type. A part without a reader (audio, files) raises
-:class:`~guardvl_sdk.errors.InvalidInputError` rather than pass unchecked: to read a new kind of
-part, add its reader there.
+Every entry point builds its :class:`Request` with a :class:`RequestReader`, so a chat is read
+the same way everywhere: as a whole conversation, by :mod:`guardvl_sdk.conversation` (every
+role: system, user, assistant history with its tool calls, tool results; every image). A field or
+part the guard cannot read raises :class:`~guardvl_sdk.errors.InvalidInputError` rather than pass
+unchecked (audio and files follow ``Guard(unreadable=...)``). To read a new kind of part, add it
+to the conversation reader: it is the one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from guardvl_sdk.checks import CheckInput
+from guardvl_sdk.conversation import Message, as_message
+from guardvl_sdk.conversation import read_messages as read_parts
 from guardvl_sdk.errors import InvalidInputError
 from guardvl_sdk.inputs import clean_text
 
-__all__ = ["PART_READERS", "REQUEST_ROLES", "Request", "RequestReader", "read_messages"]
-
-REQUEST_ROLES = frozenset({"user"})
-"""The chat roles whose turns are the request."""
-
-URL_SCHEMES = ("data", "http", "https")
-"""Image URL schemes a chat may use; http(s) is fetched only if the guard has ``fetch_images``."""
+__all__ = ["Request", "RequestReader", "read_messages"]
 
 
 @dataclass(frozen=True)
@@ -36,32 +32,47 @@ class Request:
     Attributes:
         text: The request text (its parts joined by blank lines), or None.
         images: Its images, as given (paths, bytes, PIL images, ``data:`` URLs...).
+        messages: The chat the call carries, as OpenAI-format messages, or None. With a chat,
+            ``text`` and ``images`` (from other parameters) are one more user turn after it.
     """
 
     text: str | None
     images: list[Any] = field(default_factory=list)
+    messages: tuple[Message, ...] | None = None
 
-    def check_input(self, response: str | None = None) -> CheckInput:
-        """The guard check of this request, or with ``response`` of that answer in its context."""
-        return CheckInput(self.text, self.images or None, response)
+    def check_input(self, response: str | Message | None = None) -> CheckInput:
+        """The guard check of this request, or with ``response`` of that answer in its context.
+
+        ``response`` is the answer's text, or an assistant message whose tool calls are judged
+        as part of the answer.
+        """
+        if self.messages is None:
+            return CheckInput(self.text, self.images or None, response)
+        messages = list(self.messages)
+        extra: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
+        extra += [{"type": "image", "image": image} for image in self.images]
+        if extra:
+            messages.append({"role": "user", "content": extra})
+        return CheckInput(messages=messages, response=response)
 
 
 @dataclass
 class RequestReader:
-    """Collects the text and images of one request from the pieces a call site holds."""
+    """Collects the text, images and chat of one request from the pieces a call site holds."""
 
     texts: list[str] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)
+    messages: list[Message] | None = None
 
     def add_text(self, value: Any, what: str) -> None:
-        """Add a str, or the user turns of a chat message list (or one message)."""
+        """Add a str, or a chat message list (or one message)."""
         if value is None:
             return
         if isinstance(value, Mapping):
             value = [value]
         if not isinstance(value, list | tuple):
             self.texts.append(clean_text(value, what=what))
-        elif all(isinstance(message, Mapping) for message in value):
+        elif all(isinstance(message, Mapping | BaseModel) for message in value):
             self.add_messages(value)
         else:
             raise InvalidInputError(f"{what} must be a str or a list of chat messages (dicts)")
@@ -73,88 +84,24 @@ class RequestReader:
         self.images.extend(value if isinstance(value, list | tuple) else [value])
 
     def add_messages(self, messages: Sequence[Mapping[str, Any] | BaseModel]) -> None:
-        """Add the text and image parts of the user turns of an OpenAI-format chat.
+        """Add an OpenAI-format chat, every message of it (read now, so bad input fails early).
 
         A message may be a mapping or a pydantic model of one (a ``ChatCompletionMessage``
         given back as history).
         """
-        for index, message in enumerate(messages):
-            readable = _as_mapping(message)
-            if readable.get("role") not in REQUEST_ROLES:
-                continue
-            where = f"messages[{index}]"
-            content = readable.get("content")
-            if content is None:
-                continue
-            if isinstance(content, str):
-                self.texts.append(clean_text(content, what=where))
-                continue
-            if not isinstance(content, list | tuple):
-                raise InvalidInputError(
-                    f"{where}.content must be a str or a list of parts, "
-                    f"not {type(content).__name__}"
-                )
-            for part in content:
-                self.add_part(part, where)
-
-    def add_part(self, part: Any, where: str) -> None:
-        """Add one content part with the reader of its type, or raise if none reads it."""
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        reader = PART_READERS.get(kind) if isinstance(kind, str) else None
-        if reader is None:
-            raise InvalidInputError(
-                f"{where}: cannot check a content part of type {kind!r} (text and image parts only)"
-            )
-        reader(self, part, where)
+        readable = [as_message(message) for message in messages]
+        read_parts(readable)
+        self.messages = [*(self.messages or []), *readable]
 
     def request(self) -> Request:
         """The request read so far."""
-        return Request("\n\n".join(self.texts) if self.texts else None, list(self.images))
+        text = "\n\n".join(self.texts) if self.texts else None
+        chat = tuple(self.messages) if self.messages is not None else None
+        return Request(text, list(self.images), chat)
 
 
 def read_messages(messages: Sequence[Mapping[str, Any] | BaseModel]) -> Request:
-    """The request in an OpenAI-format chat: the text and image parts of its user turns."""
+    """The request in an OpenAI-format chat: the whole conversation."""
     reader = RequestReader()
     reader.add_messages(messages)
     return reader.request()
-
-
-def _as_mapping(message: Any) -> Mapping[str, Any]:
-    if isinstance(message, BaseModel):
-        return message.model_dump(exclude_none=True)
-    if not isinstance(message, Mapping):
-        raise InvalidInputError(f"a chat message must be a dict, not {type(message).__name__}")
-    return message
-
-
-def _text_part(reader: RequestReader, part: Mapping[str, Any], where: str) -> None:
-    reader.texts.append(clean_text(part.get("text"), what=f"{where} text part"))
-
-
-def _image_url_part(reader: RequestReader, part: Mapping[str, Any], where: str) -> None:
-    url = part.get("image_url")
-    url = url.get("url") if isinstance(url, Mapping) else url
-    # A chat comes from the user: never let it name a file on this machine.
-    if not isinstance(url, str) or url.split(":", 1)[0].lower() not in URL_SCHEMES:
-        raise InvalidInputError(
-            f"{where}: an image_url must be a data: or http(s) URL: {url!r:.60}"
-        )
-    reader.images.append(url)
-
-
-def _image_part(reader: RequestReader, part: Mapping[str, Any], where: str) -> None:
-    if part.get("image") is None:
-        raise InvalidInputError(
-            f"{where}: cannot check a content part of type 'image' (text and image parts only)"
-        )
-    reader.images.append(part["image"])
-
-
-PartReader = Callable[[RequestReader, Mapping[str, Any], str], None]
-
-PART_READERS: dict[str, PartReader] = {
-    "text": _text_part,
-    "image_url": _image_url_part,
-    "image": _image_part,
-}
-"""The content-part types a chat may hold, each with the reader that adds it to the request."""

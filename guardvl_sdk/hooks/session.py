@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked
@@ -56,17 +56,24 @@ class GuardSession:
         self._request: Request | None = None
         self._pending = False
 
-    def before(self, text: str | None = None, image: Any = None) -> Verdict:
+    def before(
+        self, text: str | None = None, image: Any = None, *, messages: Any = None
+    ) -> Verdict:
         """Check the request (text, images or both) and keep it as the context for :meth:`after`.
+
+        ``messages``: a whole chat (OpenAI-format messages) instead, every turn of it judged;
+        ``text`` and ``image`` with it are one more user turn.
 
         Raises:
             GuardBlocked: The request was blocked (under ``on_block="raise"``).
             InvalidInputError: Nothing to check, or an unreadable image.
         """
-        return self._decide(self._reporter.check(self._start(text, image)))
+        return self._decide(self._reporter.check(self._start(text, image, messages)))
 
-    def after(self, answer: str) -> Verdict:
+    def after(self, answer: str | Mapping[str, Any]) -> Verdict:
         """Check the answer in the context of the request given to :meth:`before`.
+
+        ``answer``: its text, or an assistant message whose tool calls are judged with it.
 
         Raises:
             GuardBlocked: The answer was blocked (under ``on_block="raise"``); the answer is its
@@ -75,18 +82,22 @@ class GuardSession:
         """
         return self._decide(self._reporter.check(self._answering(), answer), answer)
 
-    async def abefore(self, text: str | None = None, image: Any = None) -> Verdict:
+    async def abefore(
+        self, text: str | None = None, image: Any = None, *, messages: Any = None
+    ) -> Verdict:
         """Like :meth:`before`, without blocking the event loop."""
-        return self._decide(await self._reporter.acheck(self._start(text, image)))
+        return self._decide(await self._reporter.acheck(self._start(text, image, messages)))
 
-    async def aafter(self, answer: str) -> Verdict:
+    async def aafter(self, answer: str | Mapping[str, Any]) -> Verdict:
         """Like :meth:`after`, without blocking the event loop."""
         return self._decide(await self._reporter.acheck(self._answering(), answer), answer)
 
-    def _start(self, text: str | None, image: Any) -> Request:
+    def _start(self, text: str | None, image: Any, messages: Any) -> Request:
         reader = RequestReader()
         reader.add_images(image)
-        self._request = Request(text, reader.images)
+        if messages is not None:
+            reader.add_messages(messages)
+        self._request = Request(text, reader.images, reader.request().messages)
         return self._request
 
     def _answering(self) -> Request:
@@ -95,7 +106,7 @@ class GuardSession:
         self._pending = False
         return self._request
 
-    def _decide(self, verdict: Verdict, answer: str | None = None) -> Verdict:
+    def _decide(self, verdict: Verdict, answer: str | Mapping[str, Any] | None = None) -> Verdict:
         self._pending = verdict.stage == "input" and not verdict.blocked
         if verdict.blocked and self.on_block == "raise":
             raise GuardBlocked(verdict, blocked_output=answer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from guardvl_sdk.guard import CheckInput
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.verdict import Verdict
 
 __all__ = ["HARMFUL_CATEGORY", "OPENAI_CATEGORIES", "litellm_answer", "moderation_result"]

@@ -23,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import AuditError, BackendError, GuardOutputError, InvalidInputError
-from guardvl_sdk.guard import CheckInput, Guard
+from guardvl_sdk.guard import Guard
 from guardvl_sdk.server.answers import litellm_answer, moderation_result
 from guardvl_sdk.server.metrics import Metrics
-from guardvl_sdk.server.parsing import read_check, read_litellm, read_moderation
+from guardvl_sdk.server.parsing import count_images, read_check, read_litellm, read_moderation
 from guardvl_sdk.verdict import Status, Verdict
 
 __all__ = ["LITELLM_PATH", "ServerSettings", "ServerState", "create_app"]
@@ -143,7 +144,7 @@ async def _read_json(request: Request, state: ServerState) -> Any:
 
 
 def _count_images(items: Sequence[CheckInput], state: ServerState) -> None:
-    count = sum(len(item.image) if isinstance(item.image, list) else 0 for item in items)
+    count = sum(count_images(item) for item in items)
     if count > state.settings.max_images:
         limit = state.settings.max_images
         raise _Refused(413, f"{count} images, over the limit of {limit}", "request_too_large")

@@ -5,8 +5,8 @@ refused with :class:`~guardvl_sdk.errors.InvalidInputError` (allowlist, not deny
 is a ``data:`` URL, or an http(s) URL that the guard fetches only when it was built with
 ``fetch_images``: a request body can never name a file on the server.
 
-When the SDK's shared message reading lands in ``guardvl_sdk.hooks``, :func:`read_parts` and
-:func:`read_messages` delegate to it.
+A whole conversation (``messages``) is read by the SDK's own conversation reader
+(:mod:`guardvl_sdk.conversation`), after :func:`screen_messages`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import InvalidInputError
-from guardvl_sdk.guard import CheckInput
 from guardvl_sdk.inputs import clean_text
 
 __all__ = [
     "RESPONSE_ONLY_REQUEST",
     "LiteLLMCheck",
     "Parts",
+    "count_images",
     "read_check",
     "read_litellm",
-    "read_messages",
     "read_moderation",
     "read_parts",
+    "screen_messages",
+    "tool_call_text",
 ]
 
 RESPONSE_ONLY_REQUEST = "(the request was not shown to the guard)"
@@ -77,41 +79,26 @@ def read_parts(parts: Sequence[Any], where: str) -> Parts:
     return found
 
 
-def read_messages(messages: Any, where: str = "messages") -> tuple[Parts, str | None]:
-    """Read a chat: the user turns are the request, a final assistant turn the response.
+def screen_messages(messages: Any, where: str = "messages") -> int:
+    """Refuse what a chat from the network may not carry; return how many images it has.
 
-    Other roles (system, tool) and an assistant turn before the last are refused: the native
-    API checks what it is given, so it is given only what it can check.
+    The SDK's conversation reader (:mod:`guardvl_sdk.conversation`) reads every role and part;
+    over HTTP an image must also be a URL (never an ``{"type": "image"}`` part, whose value a
+    Python caller may give as a file path).
     """
     if not isinstance(messages, list) or not messages:
         raise InvalidInputError(f"{where} must be a non-empty list of chat messages")
-    request = Parts([], [])
-    response: str | None = None
+    count = 0
     for index, message in enumerate(messages):
-        here = f"{where}[{index}]"
-        if not isinstance(message, Mapping):
-            raise InvalidInputError(f"{here} must be an object")
-        role, content = message.get("role"), message.get("content")
-        last = index == len(messages) - 1
-        if role == "assistant" and last:
-            if not isinstance(content, str):
-                raise InvalidInputError(f"{here}: the assistant's content must be a string")
-            response = clean_text(content, what=f"{here}.content")
-        elif role == "user":
-            if isinstance(content, str):
-                request.texts.append(clean_text(content, what=f"{here}.content"))
-            elif isinstance(content, list):
-                parts = read_parts(content, f"{here}.content")
-                request.texts += parts.texts
-                request.images += parts.images
-            else:
-                raise InvalidInputError(f"{here}.content must be a string or a list of parts")
-        else:
-            raise InvalidInputError(
-                f"{here}: cannot check a {role!r} turn here (user turns, then optionally one "
-                "final assistant turn)"
-            )
-    return request, response
+        content = message.get("content") if isinstance(message, Mapping) else None
+        for part in content if isinstance(content, list) else []:
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "image":
+                raise InvalidInputError(
+                    f"{where}[{index}]: send images as image_url parts with a data: or http(s) URL"
+                )
+            count += kind in ("image_url", "input_image")
+    return count
 
 
 def _object(body: Any, allowed: set[str], what: str) -> Mapping[str, Any]:
@@ -145,22 +132,41 @@ def read_moderation(body: Any) -> list[CheckInput]:
 
 
 def read_check(body: Any) -> CheckInput:
-    """``POST /v1/guard/check``: ``text``, ``images``, ``response``, or ``messages``."""
+    """``POST /v1/guard/check``: ``text``, ``images`` and ``response``; or ``messages``.
+
+    ``messages`` is a whole conversation (every role and part judged, as ``guard.check(
+    messages=...)`` does), with an optional ``response`` (a str or an assistant message). Each
+    request is judged alone: the service keeps no conversation memory between requests.
+    """
     body = _object(body, {"text", "images", "response", "messages"}, "check")
+    response = body.get("response")
     if "messages" in body:
-        if any(key in body for key in ("text", "images", "response")):
-            raise InvalidInputError("check: give messages, or text/images/response, not both")
-        request, response = read_messages(body["messages"])
-        return CheckInput(text=request.text, image=request.images or None, response=response)
+        if "text" in body or "images" in body:
+            raise InvalidInputError("check: give messages, or text and images, not both")
+        screen_messages(body["messages"])
+        if isinstance(response, Mapping):
+            screen_messages([response], "response")
+        elif response is not None:
+            response = clean_text(response, what="response")
+        return CheckInput(messages=body["messages"], response=response, memory=False)
     images = body.get("images") or []
     if not isinstance(images, list):
         raise InvalidInputError("check: images must be a list of data: or http(s) URLs")
-    text, response = body.get("text"), body.get("response")
+    text = body.get("text")
     return CheckInput(
         text=None if text is None else clean_text(text, what="text"),
         image=[image_url(url, f"images[{i}]") for i, url in enumerate(images)] or None,
         response=None if response is None else clean_text(response, what="response"),
     )
+
+
+def count_images(item: CheckInput) -> int:
+    """How many images a check read by this module carries."""
+    images = len(item.image) if isinstance(item.image, list) else 0
+    messages = list(item.messages or [])
+    if isinstance(item.response, Mapping):
+        messages.append(item.response)
+    return images + (screen_messages(messages) if messages else 0)
 
 
 # LiteLLM's Generic Guardrail API request: these fields describe the call, not its content.
@@ -205,7 +211,7 @@ def read_litellm(body: Any) -> LiteLLMCheck:
     if not isinstance(texts, list) or not isinstance(images, list):
         raise InvalidInputError("litellm guardrail: texts and images must be lists")
     content = [clean_text(t, what=f"texts[{i}]") for i, t in enumerate(texts)]
-    content += [_tool_call_text(call, i) for i, call in enumerate(body.get("tool_calls") or [])]
+    content += [tool_call_text(call, i) for i, call in enumerate(body.get("tool_calls") or [])]
     sources = [image_url(url, f"images[{i}]") for i, url in enumerate(images)]
     text = "\n\n".join(content)
     if input_type == "response":
@@ -217,7 +223,7 @@ def read_litellm(body: Any) -> LiteLLMCheck:
     return LiteLLMCheck(check, input_type)
 
 
-def _tool_call_text(call: Any, index: int) -> str:
+def tool_call_text(call: Any, index: int) -> str:
     """A tool call as the guard reads it: the function's name and its JSON arguments."""
     function = call.get("function") if isinstance(call, Mapping) else None
     if not isinstance(function, Mapping):

@@ -57,9 +57,11 @@ class _JsonLines(logging.Formatter):
         import json
 
         message = record.getMessage()
-        if message.startswith("{"):
-            fields = json.loads(message)
-        else:
+        try:
+            fields = json.loads(message) if message.startswith("{") else None
+        except json.JSONDecodeError:
+            fields = None
+        if not isinstance(fields, dict):
             fields = {"event": "log", "message": message}
         return json.dumps(
             {

@@ -114,6 +114,7 @@ def build_tiny_model(
     seed: int = 0,
     corpus: Iterable[str] | None = None,
     vocab_size: int = 1024,
+    tokenizer: Any = None,
 ) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint and processor to ``path``, offline.
 
@@ -138,6 +139,8 @@ def build_tiny_model(
             like them tokenizes into far fewer tokens than bytes. Without it the tokenizer is
             byte-level plus a few merges for the format's tags.
         vocab_size: Vocabulary size to learn merges up to, when ``corpus`` is given.
+        tokenizer: A Qwen2 tokenizer to use instead of the built one (e.g. the real Qwen2.5
+            tokenizer, for benchmarks); it must have the chat template's special tokens.
 
     Returns:
         The directory, as a ``Path``.
@@ -161,7 +164,8 @@ def build_tiny_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = _build_tokenizer(corpus, vocab_size)
+    if tokenizer is None:
+        tokenizer = _build_tokenizer(corpus, vocab_size)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
     image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
     processor = Qwen2_5_VLProcessor(
