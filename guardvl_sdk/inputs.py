@@ -194,7 +194,7 @@ def load_image(
             named = str(source) if isinstance(source, str | os.PathLike) else ""
             if not named or named[:5].lower() == "data:" or "://" in named[:8]:
                 raise
-            raise InvalidInputError(f"image file {source}: {exc}") from exc  # name the file
+            raise InvalidInputError(f"image file {named}: {exc}") from exc  # name the file
     else:
         image = _from_array(resolved, budget)
     return _to_rgb(image, max_pixels)
