@@ -51,11 +51,13 @@ from guardvl_sdk.windows import combine_windows, split_windows
 if TYPE_CHECKING:
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
-__all__ = ["DEFAULT_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
+__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
 
 logger = logging.getLogger("guardvl_sdk")
 
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
+DEMO_MODEL = "demo"
+"""The name that loads the offline demo guard (trained on first use, then cached)."""
 
 OnError = Literal["block", "allow", "raise"]
 
@@ -226,7 +228,11 @@ class Guard:
         """Load a guard model into this process (transformers).
 
         Args:
-            model: A Hugging Face model id or a local directory with safetensors weights.
+            model: A Hugging Face model id, a local directory with safetensors weights, or
+                ``"demo"``: the offline demo guard (a tiny model trained on synthetic data, a
+                demo and not a safety model), trained on first use (minutes on a CPU, needs
+                ``guardvl-sdk[train]``) and cached (see ``guardvl_sdk.training.demo``). A
+                directory named ``demo`` is ``"./demo"``.
             quantization: ``"auto"`` (4-bit nf4 with bfloat16 compute on CUDA, none on CPU),
                 ``"4bit"``, ``"8bit"`` or None.
             device: Default CUDA when available, else CPU.
@@ -256,6 +262,10 @@ class Guard:
         """
         from guardvl_sdk.backends.local import LocalBackend
 
+        if model == DEMO_MODEL:
+            from guardvl_sdk.training.demo import demo_guard_path
+
+            model = demo_guard_path()
         options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,

@@ -189,7 +189,13 @@ def load_image(
     if isinstance(resolved, Image.Image):
         image = _decode(resolved, None, budget)
     elif isinstance(resolved, bytes):
-        image = _open_bytes(resolved, budget, max_pixels)
+        try:
+            image = _open_bytes(resolved, budget, max_pixels)
+        except InvalidInputError as exc:
+            named = str(source) if isinstance(source, str | os.PathLike) else ""
+            if not named or named[:5].lower() == "data:" or "://" in named[:8]:
+                raise
+            raise InvalidInputError(f"image file {named}: {exc}") from exc  # name the file
     else:
         image = _from_array(resolved, budget)
     return _to_rgb(image, max_pixels)
@@ -292,9 +298,10 @@ def _open_bytes(data: bytes, budget: ImageBudget, max_pixels: int | None = None)
     try:
         # Lazy: reads the header only, and only of the allowed formats.
         image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, not the input
         raise InvalidInputError(
-            f"not a readable image (formats read: {', '.join(FORMATS)}): {exc}"
+            f"not a readable image: unknown or damaged image format (formats read: "
+            f"{', '.join(FORMATS)})"
         ) from exc
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidInputError(f"not a readable image: {exc}") from exc

@@ -174,6 +174,9 @@ def build_tiny_model(
         ValueError: Bad sizes, ``tokenizer`` together with ``corpus``, or a tokenizer without the
             Qwen2.5-VL special tokens.
     """
+    from guardvl_sdk.extras import require
+
+    require("local", "building a tiny Qwen2.5-VL")
     import torch
     from transformers import (
         GenerationConfig,
