@@ -101,7 +101,7 @@ def test_four_bit_load_on_cpu(tiny_model_dir) -> None:
 
 
 def test_missing_model_is_a_typed_error(tmp_path) -> None:
-    with pytest.raises(ModelLoadError, match="could not load guard model"):
+    with pytest.raises(ModelLoadError, match=r"guard model .*: no such directory"):
         Guard.from_pretrained(tmp_path / "nothing-here")
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
         Guard.from_pretrained("yueliu1999/GuardReasoner-VL-Eco-3B")
