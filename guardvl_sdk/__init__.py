@@ -26,9 +26,10 @@ from guardvl_sdk.errors import (
     GuardVLError,
     InvalidDataError,
     InvalidInputError,
+    MissingExtraError,
     ModelLoadError,
 )
-from guardvl_sdk.guard import DEFAULT_MODEL, CheckInput, Guard, OnError
+from guardvl_sdk.guard import DEFAULT_MODEL, DEMO_MODEL, CheckInput, Guard, OnError
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     BlockedCall,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_REFUSAL",
+    "DEMO_MODEL",
     "GUARDREASONER_VL",
     "AuditError",
     "AuditRecord",
@@ -73,6 +75,7 @@ __all__ = [
     "InvalidInputError",
     "JsonlAuditLog",
     "Label",
+    "MissingExtraError",
     "ModelLoadError",
     "OnBlock",
     "OnError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
+from guardvl_sdk import __version__
 from guardvl_sdk.errors import ConfigurationError, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import DEFAULT_MODEL
-from guardvl_sdk.verdict import Verdict
+from guardvl_sdk.verdict import Label, Verdict
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -36,6 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guardvl", description="Guardrails for vision-language-model apps."
     )
+    parser.add_argument("--version", action="version", version=f"guardvl-sdk {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
@@ -43,12 +46,24 @@ def _build_parser() -> argparse.ArgumentParser:
         help="check a request (and optionally a response) with a guard model",
         description="Exit status: 0 allowed, 1 blocked, 2 usage or input error.",
     )
-    check.add_argument("text", nargs="?", default=None, help="the user's request text")
+    check.add_argument(
+        "text", nargs="?", default=None, help="the user's request text ('-': read it from stdin)"
+    )
     check.add_argument(
         "--image", action="append", default=[], metavar="PATH", help="an image (repeatable)"
     )
     check.add_argument("--response", help="the assistant's answer, checked in context")
-    check.add_argument("--model", default=DEFAULT_MODEL, help="model id or local directory")
+    check.add_argument(
+        "--model",
+        help=f"'demo' (the offline demo guard), a local directory or a hub id (default: "
+        f"{DEFAULT_MODEL}); with --server, the served model name",
+    )
+    check.add_argument(
+        "--server",
+        metavar="URL",
+        help="an OpenAI-compatible guard server, e.g. http://gpu-1:8000/v1 (key from "
+        "$OPENAI_API_KEY) instead of a model loaded in this process",
+    )
     check.add_argument("--adapter", help="a LoRA adapter trained on --model (guardvl train sft)")
     check.add_argument(
         "--quantization",
@@ -57,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="auto: 4-bit on CUDA, none on CPU",
     )
     check.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: CUDA when available)")
-    check.add_argument("--max-new-tokens", type=int, default=1024)
+    check.add_argument("--max-new-tokens", type=int, default=4096)
     check.add_argument(
         "--on-error",
         choices=["block", "allow"],
@@ -71,6 +86,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write a tiny random Qwen2.5-VL (offline) for tests and demos; it emits noise",
     )
     tiny.add_argument("directory")
+    tiny.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="a real Qwen2.5 tokenizer.json (or its directory) instead of the byte-level toy one",
+    )
 
     train = commands.add_parser("train", help="fine-tune a guard on policy data")
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
@@ -185,7 +205,7 @@ def _add_eval_parser(commands: Any) -> None:
         "--quantization", choices=["auto", "4bit", "8bit", "none"], default="auto"
     )
     evaluate.add_argument("--device", help="e.g. cuda, cpu (default: CUDA when available)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluate.add_argument("--max-new-tokens", type=int, default=4096)
     evaluate.add_argument("--batch-size", type=int, default=8, help="checks per model call")
     evaluate.add_argument("--limit", type=int, help="only the first N records of each dataset")
     evaluate.add_argument(
@@ -277,7 +297,11 @@ def _print_verdict(verdict: Verdict) -> None:
     if verdict.categories:
         print(f"categories: {', '.join(verdict.categories)}")
     if verdict.score is not None:
-        print(f"score:     {verdict.score:.3f}")
+        # The score is P(harmful) of the deciding label; show the probability of what it says.
+        decided = verdict.response if verdict.stage == "output" else verdict.request
+        harmful = verdict.blocked if decided is None else decided is Label.HARMFUL
+        shown = verdict.score if harmful else 1 - verdict.score
+        print(f"score:     {shown:.3f} (probability of {'harmful' if harmful else 'unharmful'})")
     print(
         f"model:     {verdict.model}  ({verdict.latency_ms:.0f} ms, "
         f"{verdict.usage.completion_tokens} tokens generated)"
@@ -290,26 +314,60 @@ def _print_verdict(verdict: Verdict) -> None:
         print(textwrap.indent(verdict.raw or "(empty)", "  "))
 
 
-def _check(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
-    from guardvl_sdk.guard import Guard
-
-    hf_logging.disable_progress_bar()
-    if args.text is None and not args.image:
-        print("guardvl check: give request text, --image, or both", file=sys.stderr)
-        return EXIT_USAGE
-    quantization = None if args.quantization == "none" else args.quantization
+def _quiet_hub_downloads() -> None:
+    """No hub progress bars on the command line (when transformers is installed at all)."""
     try:
-        guard = Guard.from_pretrained(
-            args.model,
-            quantization=quantization,
-            device=args.device,
-            max_new_tokens=args.max_new_tokens,
-            adapter=args.adapter,
-            on_error=args.on_error,
-        )
-        verdict = guard.check(args.text, image=args.image or None, response=args.response)
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
+def _model_or_default(args: argparse.Namespace, command: str) -> str:
+    """``--model``, or the default hub model, announced so a forgotten option is noticed."""
+    if args.model is not None:
+        return str(args.model)
+    print(
+        f"guardvl {command}: no --model given: using {DEFAULT_MODEL} "
+        "(use --model demo for the offline demo guard)",
+        file=sys.stderr,
+    )
+    return DEFAULT_MODEL
+
+
+def _check(args: argparse.Namespace) -> int:
+    from guardvl_sdk.guard import Guard
+    from guardvl_sdk.inputs import clean_text, load_images
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        # Inputs first: a typo in a path should not cost a model load.
+        images = load_images(args.image)
+        text = None if text is None else clean_text(text, what="text")
+        response = None if args.response is None else clean_text(args.response, what="response")
+        if not (text or "").strip() and not images:
+            print("guardvl check: give request text, --image, or both", file=sys.stderr)
+            return EXIT_USAGE
+        model = _model_or_default(args, "check")
+        if args.server:
+            guard = Guard.from_server(
+                args.server,
+                model=model,
+                api_key=os.environ.get("OPENAI_API_KEY"),
+                max_new_tokens=args.max_new_tokens,
+                on_error=args.on_error,
+            )
+        else:
+            _quiet_hub_downloads()
+            guard = Guard.from_pretrained(
+                model,
+                quantization=None if args.quantization == "none" else args.quantization,
+                device=args.device,
+                max_new_tokens=args.max_new_tokens,
+                adapter=args.adapter,
+                on_error=args.on_error,
+            )
+        verdict = guard.check(text, image=images or None, response=response)
     except InvalidInputError as exc:
         print(f"guardvl check: invalid input: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -326,8 +384,13 @@ def _check(args: argparse.Namespace) -> int:
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from guardvl_sdk.testing import build_tiny_model
 
-    path = build_tiny_model(args.directory)
-    print(f"wrote a tiny random Qwen2.5-VL to {path} (untrained: it emits noise)")
+    try:
+        path = build_tiny_model(args.directory, tokenizer=args.tokenizer)
+    except ValueError as exc:
+        print(f"guardvl make-tiny-model: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    vocabulary = "the Qwen2.5 tokenizer" if args.tokenizer else "a byte-level toy tokenizer"
+    print(f"wrote a tiny random Qwen2.5-VL with {vocabulary} to {path} (untrained: noise)")
     return EXIT_ALLOWED
 
 
@@ -373,12 +436,10 @@ def _train_rl(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
     from guardvl_sdk.guard import CheckInput, Guard
     from guardvl_sdk.training import demo
 
-    hf_logging.disable_progress_bar()
+    _quiet_hub_downloads()
     print(
         "guardvl demo: a tiny Qwen2.5-VL trained with guardvl's R-SFT on synthetic data.\n"
         "A DEMO OF THE MACHINERY, NOT A SAFETY MODEL: it knows a few keywords and drawings."
@@ -545,9 +606,7 @@ def _eval_guard(args: argparse.Namespace) -> Guard:
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
         )
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    _quiet_hub_downloads()
     return Guard.from_pretrained(
         args.model,
         quantization=None if args.quantization == "none" else args.quantization,

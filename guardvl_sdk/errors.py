@@ -7,6 +7,7 @@ Every error the SDK raises on purpose derives from one base, so callers can catc
     │   └── InvalidDataError     a labelled data file has bad records (problems, by line)
     ├── ConfigurationError       the SDK was set up wrongly (bad option, nothing to check)
     ├── ModelLoadError           the guard model or its processor could not be loaded
+    ├── MissingExtraError        a feature needs an optional extra that is not installed (install)
     ├── BackendError             the backend failed while generating (status_code, body)
     │   ├── BackendStatusError       a guard server answered with an error status (retry_after)
     │   └── BackendConnectionError   a guard server could not be reached or dropped the line
@@ -35,6 +36,7 @@ __all__ = [
     "GuardVLError",
     "InvalidDataError",
     "InvalidInputError",
+    "MissingExtraError",
     "ModelLoadError",
 ]
 
@@ -68,6 +70,27 @@ class ConfigurationError(GuardVLError, ValueError):
 
 class ModelLoadError(GuardVLError, OSError):
     """The guard model, its processor or its quantization backend could not be loaded."""
+
+
+class MissingExtraError(GuardVLError, ImportError):
+    """A feature needs an optional extra of guardvl-sdk that is not installed.
+
+    The message ends with the one line that installs it.
+
+    Attributes:
+        extra: The extra to install, e.g. ``"local"``.
+        install: The command that installs it, e.g. ``pip install "guardvl-sdk[local]"``.
+        missing: The modules that could not be found.
+    """
+
+    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
+        self.extra = extra
+        self.install = f'pip install "guardvl-sdk[{extra}]"'
+        self.missing = missing
+        super().__init__(
+            f"{feature} needs the [{extra}] extra ({', '.join(missing)} not installed): "
+            f"{self.install}"
+        )
 
 
 class BackendError(GuardVLError):

@@ -51,11 +51,13 @@ from guardvl_sdk.windows import combine_windows, split_windows
 if TYPE_CHECKING:
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
-__all__ = ["DEFAULT_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
+__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
 
 logger = logging.getLogger("guardvl_sdk")
 
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
+DEMO_MODEL = "demo"
+"""The name that loads the offline demo guard (trained on first use, then cached)."""
 
 OnError = Literal["block", "allow", "raise"]
 
@@ -98,7 +100,9 @@ class Guard:
             truncated output): ``"block"`` (default, fail-closed), ``"allow"`` (fail-open), or
             ``"raise"`` (a :class:`~guardvl_sdk.errors.BackendError` or
             :class:`~guardvl_sdk.errors.GuardOutputError`). A harmful label always blocks.
-        max_pixels: Images are downscaled to at most this many pixels before checking.
+        max_pixels: Images are downscaled to at most this many pixels before checking (768 x
+            768, LLaMA-Factory's training budget). None hands them to the model's image
+            processor at their own size, as the authors' evaluation did (docs/format.md).
         batch_size: Most prompts sent to the backend in one call by :meth:`check_batch`.
         audit: A sink that records every decision (see :mod:`guardvl_sdk.audit`). A failed
             write raises :class:`~guardvl_sdk.errors.AuditError` instead of returning the verdict.
@@ -143,7 +147,7 @@ class Guard:
         *,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         audit: AuditSink | None = None,
         fetch_images: bool | Callable[[str], bytes] = False,
@@ -172,7 +176,7 @@ class Guard:
             )
         if conversation_memory < 0:
             raise ConfigurationError("conversation_memory must be 0 (off) or more")
-        if max_pixels < 28 * 28:
+        if max_pixels is not None and max_pixels < 28 * 28:
             raise ConfigurationError("max_pixels must be at least 784 (28 x 28)")
         if not 0 <= window_overlap < max_text_chars or max_windows < 1:
             raise ConfigurationError(
@@ -206,13 +210,13 @@ class Guard:
         dtype: str | Any | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         max_time: float | None = DEFAULT_MAX_TIME,
         timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
@@ -224,14 +228,19 @@ class Guard:
         """Load a guard model into this process (transformers).
 
         Args:
-            model: A Hugging Face model id or a local directory with safetensors weights.
+            model: A Hugging Face model id, a local directory with safetensors weights, or
+                ``"demo"``: the offline demo guard (a tiny model trained on synthetic data, a
+                demo and not a safety model), trained on first use (minutes on a CPU, needs
+                ``guardvl-sdk[train]``) and cached (see ``guardvl_sdk.training.demo``). A
+                directory named ``demo`` is ``"./demo"``.
             quantization: ``"auto"`` (4-bit nf4 with bfloat16 compute on CUDA, none on CPU),
                 ``"4bit"``, ``"8bit"`` or None.
             device: Default CUDA when available, else CPU.
             dtype: Default bfloat16 on CUDA, float32 on CPU.
             revision: Branch, tag or commit of the model repository.
             trust_remote_code: Off unless you ask.
-            max_new_tokens: Generation bound; an output that hits it is ``truncated``.
+            max_new_tokens: Generation bound; an output that hits it is ``truncated``. 4096, as
+                in the authors' decoding; ``max_time`` bounds a runaway generation.
             max_time: Seconds one generation may take; an output cut by it is ``truncated``
                 (so the check fails closed). None: no limit.
             timeout: The check deadline: seconds a check waits for the model, waiting behind
@@ -253,6 +262,10 @@ class Guard:
         """
         from guardvl_sdk.backends.local import LocalBackend
 
+        if model == DEMO_MODEL:
+            from guardvl_sdk.training.demo import demo_guard_path
+
+            model = demo_guard_path()
         options = _guard_options(model_kwargs)
         backend = LocalBackend.load(
             model,
@@ -295,13 +308,13 @@ class Guard:
         timeout: float = 30.0,
         max_concurrency: int = 16,
         max_retries: int = 2,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         logprobs: bool = True,
         stop: bool = True,
         extra_body: Mapping[str, Any] | None = None,
         policy: Policy | None = None,
         on_error: OnError = "block",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
         audit: AuditSink | None = None,
         cache: VerdictCache | None = None,
@@ -319,7 +332,8 @@ class Guard:
             max_concurrency: Most requests in flight at once (sync calls; per event loop).
             max_retries: Retries of a request after a connection error, a timeout, HTTP 408,
                 409, 429 or 5xx, with exponential backoff and jitter, honouring ``Retry-After``.
-            max_new_tokens: Generation bound; an output that hits it is ``truncated``.
+            max_new_tokens: Generation bound; an output that hits it is ``truncated``. 4096, as
+                in the authors' decoding; ``max_time`` bounds a runaway generation.
             logprobs: Ask for token log probabilities, to fill ``Verdict.score``.
             stop: Send ``</result>`` as a stop string (off for ``transformers serve``).
             extra_body: Extra request fields for the server.

@@ -132,7 +132,7 @@ def clean_text(value: object, *, what: str) -> str:
 def load_images(
     images: ImageInput | Sequence[ImageInput] | None,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     fetch: Callable[[str], bytes] | None = None,
     budget: ImageBudget | None = None,
 ) -> list[Image.Image]:
@@ -162,7 +162,7 @@ def image_list(
 def load_image(
     source: ImageInput,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     fetch: Callable[[str], bytes] | None = None,
     budget: ImageBudget | None = None,
 ) -> Image.Image:
@@ -172,7 +172,8 @@ def load_image(
         source: A file path, encoded bytes, a ``data:`` URL, an http(s) URL (only with
             ``fetch``), a PIL image, or a numpy array (``HxW`` or ``HxWxC`` with 1, 3 or 4
             channels; uint8, uint16, bool or float in [0, 1]).
-        max_pixels: The pixel budget.
+        max_pixels: The pixel budget; None hands the image on at its own size (the model's
+            image processor then resizes it, as in the authors' evaluation).
         fetch: Turns an http(s) URL into bytes, e.g. :class:`guardvl_sdk.fetch.ImageFetcher`.
             Without it, URLs are refused.
         budget: The check's image budget this image spends from (default: its own).
@@ -188,7 +189,13 @@ def load_image(
     if isinstance(resolved, Image.Image):
         image = _decode(resolved, None, budget)
     elif isinstance(resolved, bytes):
-        image = _open_bytes(resolved, budget, max_pixels)
+        try:
+            image = _open_bytes(resolved, budget, max_pixels)
+        except InvalidInputError as exc:
+            named = str(source) if isinstance(source, str | os.PathLike) else ""
+            if not named or named[:5].lower() == "data:" or "://" in named[:8]:
+                raise
+            raise InvalidInputError(f"image file {named}: {exc}") from exc  # name the file
     else:
         image = _from_array(resolved, budget)
     return _to_rgb(image, max_pixels)
@@ -291,9 +298,10 @@ def _open_bytes(data: bytes, budget: ImageBudget, max_pixels: int | None = None)
     try:
         # Lazy: reads the header only, and only of the allowed formats.
         image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, not the input
         raise InvalidInputError(
-            f"not a readable image (formats read: {', '.join(FORMATS)}): {exc}"
+            f"not a readable image: unknown or damaged image format (formats read: "
+            f"{', '.join(FORMATS)})"
         ) from exc
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidInputError(f"not a readable image: {exc}") from exc
@@ -419,7 +427,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 _ORIENTATIONS = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}
 
 
-def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
+def _to_rgb(image: Image.Image, max_pixels: int | None) -> Image.Image:
     """Downscale to ``max_pixels`` first (in the decoded mode), then convert to upright RGB."""
     import numpy as np
     from PIL import Image
@@ -462,11 +470,11 @@ def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
         raise InvalidInputError(f"cannot convert image mode {image.mode} to RGB: {exc}") from exc
 
 
-def _fit(image: Image.Image, max_pixels: int) -> Image.Image:
+def _fit(image: Image.Image, max_pixels: int | None) -> Image.Image:
     from PIL import Image
 
     width, height = image.size
-    if width * height <= max_pixels:
+    if max_pixels is None or width * height <= max_pixels:
         return image
     size = _fit_size(width, height, max_pixels)
     # reducing_gap: a box reduction first, then bicubic; half the time on a 12-megapixel photo.

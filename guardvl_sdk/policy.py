@@ -43,6 +43,7 @@ __all__ = [
     "GUARDREASONER_VL",
     "GUARDREASONER_VL_INSTRUCTION",
     "POLICY_FILE",
+    "USER_HEADER",
     "Category",
     "ParsedOutput",
     "Policy",
@@ -51,6 +52,9 @@ __all__ = [
 
 POLICY_FILE = "guardvl_policy.json"
 """The file a trained guard's policy is saved to, next to its weights."""
+
+USER_HEADER = "Human user:\n"
+"""How the user turn starts; images follow it directly (see :meth:`Policy.user_content`)."""
 
 # Verbatim from the released models' training data: note the trailing spaces after "AI." and
 # "Answers." and the blank line at the end.
@@ -68,16 +72,28 @@ GUARDREASONER_VL_INSTRUCTION = (
     "\n"
 )
 
-# `unharmful` before `harmful` so the longer word wins; \b keeps `harmfulness` from matching.
+# The text-only GuardReasoner format: its labels anywhere after the reasoning, the last of each
+# kind winning. `unharmful` before `harmful` so the longer word wins; \b keeps `harmfulness` out.
 _LABEL_RE = re.compile(
     r"\b(request|response|completion)\s*:\s*\**\s*"
     r"(unharmful|harmful|harmless|none|refusal|compliance)\b",
     re.IGNORECASE,
 )
+# Inside a result block: a label's key, whose value runs to the end of its line (or the next key).
+_KEY_RE = re.compile(r"\b(request|response|completion)\s*:", re.IGNORECASE)
 # Untrusted text must not carry the format's control tags or the chat template's special tokens:
 # a forged `</think><result>` or `<|im_end|><|im_start|>assistant` would otherwise reach the
 # model as structure. They are escaped, HTML-style, so the guard still sees what was written.
-_CONTROL_RE = re.compile(r"<(\s*/?\s*(?:think|result)\s*)>|<(\|[^|<>\s]{1,40}\|)>", re.IGNORECASE)
+# `<tool_call>` is the one added token of the Qwen2.5 vocabulary not spelled `<|...|>`.
+_CONTROL_RE = re.compile(
+    r"<(\s*/?\s*(?:think|result|tool_call)\s*)>|<(\|[^|<>\s]{1,40}\|)>", re.IGNORECASE
+)
+_THINK_OPEN, _THINK_CLOSE, _RESULT_OPEN, _RESULT_CLOSE = (
+    "<think>",
+    "</think>",
+    "<result>",
+    "</result>",
+)
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _CATEGORIES_RE = re.compile(r"\bcategories\s*:[ \t]*([^\n<]*)", re.IGNORECASE)
 _HARMFULNESS = {
@@ -85,6 +101,7 @@ _HARMFULNESS = {
     "unharmful": Label.UNHARMFUL,
     "harmless": Label.UNHARMFUL,
 }
+_COMPLETIONS = {c.value: c for c in Completion}
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,8 @@ class Policy(BaseModel):
         categories: In-house categories; when given, targets and outputs end the result block
             with a ``Categories:`` line (see the module docstring). Build a policy with
             categories through :meth:`custom`, which also writes them into the instruction.
+        text_format: Also read outputs in the text-only GuardReasoner format (no ``<result>``
+            block; see :meth:`parse`). Off by default: a decision then needs the result block.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -142,6 +161,7 @@ class Policy(BaseModel):
     name: str = "guardreasoner-vl"
     instruction: str = GUARDREASONER_VL_INSTRUCTION
     categories: tuple[Category, ...] = ()
+    text_format: bool = False
 
     @field_validator("categories")
     @classmethod
@@ -252,28 +272,62 @@ class Policy(BaseModel):
     # -- rendering ----------------------------------------------------------------------------
 
     def transcript(self, request: str, response: str | None) -> str:
-        """The user-turn text: the request and the response (or the word None).
+        """The user-turn text of a text-only check: the request and the response (or None).
 
         Control tags and special tokens in either are neutralised (see :func:`neutralize`).
         """
         answer = "None" if response is None else neutralize(response)
-        return f"Human user:\n{neutralize(request)}\n\nAI assistant:\n{answer}\n\n"
+        return f"{USER_HEADER}{neutralize(request)}\n\nAI assistant:\n{answer}\n\n"
+
+    def user_content(
+        self, request: str, *, num_images: int = 0, response: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The user turn of a check, as content parts in the released models' layout.
+
+        This is the one place the layout lives (REFERENCE.md §1): everything that shows a
+        check to a guard (local and remote backends, training prompts, triage, evaluation)
+        takes it from here. A text-only check is one text part, :meth:`transcript`. With
+        images, the vision tokens stand right after ``Human user:\n``, followed by a newline::
+
+            [{"type": "text", "text": "Human user:\n"},
+             {"type": "image"},                      # one part per image, one after another
+             {"type": "text", "text": "\n{request}\n\nAI assistant:\n{response or None}\n\n"}]
+
+        which the Qwen2.5-VL chat template renders as ``Human user:\n<|vision_start|>
+        <|image_pad|><|vision_end|>\n{request}...`` (without the line breaks inside the vision
+        tokens). An image-only check has an empty request line. No source settles the layout of
+        several images; they stand side by side.
+
+        Args:
+            request: The user's request text (may be empty when images are given).
+            num_images: How many ``{"type": "image"}`` parts the check has.
+            response: The assistant's answer to check in context, or None for a request check.
+        """
+        text = self.transcript(request, response)
+        if not num_images:
+            return [{"type": "text", "text": text}]
+        return [
+            {"type": "text", "text": USER_HEADER},
+            *({"type": "image"} for _ in range(num_images)),
+            {"type": "text", "text": "\n" + text.removeprefix(USER_HEADER)},
+        ]
 
     def messages(
         self, request: str, *, num_images: int = 0, response: str | None = None
     ) -> list[dict[str, Any]]:
-        """The chat messages of a check: the instruction, then image parts, then the transcript.
+        """The chat messages of a check: the instruction, then the user turn (:meth:`user_content`).
 
         Args:
             request: The user's request text (may be empty when images are given).
-            num_images: How many ``{"type": "image"}`` parts stand before the transcript.
+            num_images: How many ``{"type": "image"}`` parts the user turn holds.
             response: The assistant's answer to check in context, or None for a request check.
         """
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
-        content.append({"type": "text", "text": self.transcript(request, response)})
         return [
             {"role": "system", "content": self.instruction},
-            {"role": "user", "content": content},
+            {
+                "role": "user",
+                "content": self.user_content(request, num_images=num_images, response=response),
+            },
         ]
 
     def render(
@@ -340,13 +394,18 @@ class Policy(BaseModel):
         finished: bool = True,
         none_is_unharmful: bool = False,
         require: Sequence[str] | None = None,
+        text_format: bool | None = None,
     ) -> ParsedOutput:
-        """Read labels and reasoning from a generation.
+        """Read labels and reasoning from a generation, strictly.
 
-        Labels are read from the last ``<result>`` block; without one (the text-only GuardReasoner
-        format), from the text after ``</think>`` or else the whole text. The last label of each
-        kind wins. ``harmless`` maps to unharmful. ``none`` where a label is needed is no
-        judgement, so no label (a ``parse_error``), unless ``none_is_unharmful``.
+        An ``ok`` output has the released models' shape: an optional ``<think>`` block that is
+        closed, then exactly one closed ``<result>`` block holding exactly one readable label per
+        needed task, each a ``Request:`` / ``Response:`` line whose value is exactly one label
+        word (case-insensitive; ``harmless`` maps to unharmful). ``none`` where a label is needed
+        is no judgement, so no label, unless ``none_is_unharmful``. Anything else fails closed:
+        no result block, a result block only inside unclosed reasoning, two result blocks, two
+        labels for one task, a value such as ``unharmful-ish``: ``parse_error``, or ``truncated``
+        when the generation ran out of tokens before its result block closed.
 
         Args:
             text: The generated text only: never the prompt, which holds untrusted input.
@@ -358,63 +417,59 @@ class Policy(BaseModel):
                 and ``"completion"``. Default: the request label, and the response label when
                 ``has_response``. Evaluation passes one task's label, so an output is scored on
                 the label that task needs.
+            text_format: Also read the text-only GuardReasoner format when the output holds no
+                ``<result>`` at all: labels anywhere after ``</think>`` (or in the whole text),
+                the last of each kind winning, as the authors' parser reads them. Default: the
+                policy's :attr:`text_format` (off: never for decisions unless asked).
 
         Returns:
             A :class:`ParsedOutput`. Only an ``ok`` output carries unharmful labels: a truncated
-            or unreadable one keeps only the harmful labels it did contain.
+            or unreadable one keeps only the harmful labels its result block did contain.
         """
-        think = _THINK_RE.search(text)
-        reasoning = think.group(1).strip() if think else None
-
-        result_at = text.rfind("<result>")
-        if result_at >= 0:
-            end = text.find("</result>", result_at)
-            closed = end >= 0
-            region = text[result_at : end if closed else len(text)]
-        else:
-            closed = True  # the text-only format has no result block
-            think_end = text.rfind("</think>")
-            region = text[think_end:] if think_end >= 0 else text
-        labels: dict[str, str] = {}
-        for match in _LABEL_RE.finditer(region):
-            labels[match.group(1).lower()] = match.group(2).lower()
-        if reasoning is None and result_at < 0 and labels:
-            first = _LABEL_RE.search(region)
-            reasoning = region[: first.start() if first else None].strip() or None
-
-        words = {**_HARMFULNESS, "none": Label.UNHARMFUL} if none_is_unharmful else _HARMFULNESS
-        request = words.get(labels.get("request", ""))
-        response = words.get(labels.get("response", "")) if has_response else None
-        completion_word = labels.get("completion", "")
-        completion = (
-            Completion(completion_word) if completion_word in ("refusal", "compliance") else None
-        )
-
-        categories = self._read_categories(region) if self.categories else []
-
-        read: dict[str, object] = {
-            "request": request,
-            "response": response,
-            "completion": completion,
-        }
-        needed = require if require is not None else ("request", "response")[: 1 + has_response]
-        unknown = [name for name in needed if name not in read]
+        known = ("request", "response", "completion")
+        needed = require if require is not None else known[: 1 + has_response]
+        unknown = [name for name in needed if name not in known]
         if unknown:
-            raise ValueError(f"require= names unknown labels {unknown}; known: {list(read)}")
-        missing = [name for name in needed if read[name] is None]
-        if not finished and not (closed and result_at >= 0):
+            raise ValueError(f"require= names unknown labels {unknown}; known: {list(known)}")
+
+        lenient = self.text_format if text_format is None else text_format
+        found = _read_text_format(text) if lenient and "<result>" not in text else _read_block(text)
+        words = {**_HARMFULNESS, "none": Label.UNHARMFUL} if none_is_unharmful else _HARMFULNESS
+        said = {
+            key: [words.get(word) for word in found.labels.get(key, [])]
+            for key in ("request", "response")
+        }
+        if not has_response:
+            said["response"] = []  # "Response: None" is the expected answer, not a judgement
+        request, response = (labels[0] if len(labels) == 1 else None for labels in said.values())
+        completions = [_COMPLETIONS.get(word) for word in found.labels.get("completion", [])]
+        completion = completions[0] if len(completions) == 1 else None
+        values = {"request": request, "response": response, "completion": completion}
+        counts = {"request": len(said["request"]), "response": len(said["response"])}
+        counts["completion"] = len(completions)
+        problems = [f"more than one {name} label" for name in needed if counts[name] > 1]
+        missing = [name for name in needed if counts[name] < 2 and values[name] is None]
+        if missing:
+            problems.insert(0, f"no readable {' or '.join(missing)} label")
+        categories = self._read_categories(found.block) if self.categories else []
+
+        if not finished and not found.complete:
             status, error = Status.TRUNCATED, "the guard ran out of tokens before its result"
-        elif missing:
-            status, error = Status.PARSE_ERROR, f"no readable {' or '.join(missing)} label"
+        elif found.problem is not None:
+            status, error = Status.PARSE_ERROR, found.problem
+        elif problems:
+            status, error = Status.PARSE_ERROR, "; ".join(problems)
         else:
-            return ParsedOutput(Status.OK, request, response, completion, reasoning, categories)
+            return ParsedOutput(
+                Status.OK, request, response, completion, found.reasoning, categories
+            )
         # An incomplete answer may still say "harmful"; it never counts as saying "unharmful".
         return ParsedOutput(
             status,
-            request if request is Label.HARMFUL else None,
-            response if response is Label.HARMFUL else None,
+            Label.HARMFUL if Label.HARMFUL in said["request"] else None,
+            Label.HARMFUL if Label.HARMFUL in said["response"] else None,
             completion,
-            reasoning,
+            found.reasoning,
             categories,
             error=error,
         )
@@ -429,8 +484,65 @@ class Policy(BaseModel):
         return [known[n] for n in known if n in named]
 
 
+@dataclass(frozen=True)
+class _Found:
+    """The label words one generation holds, before they are mapped and counted."""
+
+    labels: dict[str, list[str]]  # key -> every value written for it, lower-cased
+    reasoning: str | None
+    block: str = ""  # where the labels were read (categories are read there too)
+    complete: bool = False  # the result block closed
+    problem: str | None = None  # why the output is not in the format, when it is not
+
+
+def _read_block(text: str) -> _Found:
+    """The released format: optional closed ``<think>`` block, then one closed result block."""
+    think = _THINK_RE.search(text)
+    reasoning = think.group(1).strip() if think else None
+    start = text.find(_THINK_OPEN)
+    end = text.find(_THINK_CLOSE, max(start, 0))
+    if start >= 0 and end < 0:
+        return _Found({}, reasoning, problem="the reasoning never closed (no </think>)")
+    after = text[end + len(_THINK_CLOSE) :] if end >= 0 else text
+    opened = after.find(_RESULT_OPEN)
+    if opened < 0:
+        return _Found({}, reasoning, problem="no <result> block after the reasoning")
+    if after.count(_RESULT_OPEN) > 1:
+        return _Found({}, reasoning, problem="more than one <result> block")
+    closed = after.find(_RESULT_CLOSE, opened)
+    block = after[opened + len(_RESULT_OPEN) : closed if closed >= 0 else len(after)]
+    labels = _block_labels(block)
+    if closed < 0:
+        return _Found(labels, reasoning, block, problem="the <result> block never closed")
+    return _Found(labels, reasoning, block, complete=True)
+
+
+def _block_labels(block: str) -> dict[str, list[str]]:
+    """Every ``Key: value`` label in a result block; a value runs to its line's end."""
+    keys = list(_KEY_RE.finditer(block))
+    labels: dict[str, list[str]] = {}
+    for number, key in enumerate(keys):
+        stop = keys[number + 1].start() if number + 1 < len(keys) else len(block)
+        value = block[key.end() : stop].split("\n", 1)[0].strip().strip("*").strip()
+        labels.setdefault(key.group(1).lower(), []).append(value.lower())
+    return labels
+
+
+def _read_text_format(text: str) -> _Found:
+    """The text-only GuardReasoner format: labels after the reasoning, the last of each kind."""
+    think = _THINK_RE.search(text)
+    think_end = text.rfind(_THINK_CLOSE)
+    region = text[think_end:] if think_end >= 0 else text
+    labels = {m.group(1).lower(): [m.group(2).lower()] for m in _LABEL_RE.finditer(region)}
+    reasoning = think.group(1).strip() if think else None
+    if reasoning is None and labels:
+        first = _LABEL_RE.search(region)
+        reasoning = region[: first.start() if first else None].strip() or None
+    return _Found(labels, reasoning, region)
+
+
 def neutralize(text: str) -> str:
-    """Escape ``<think>``/``<result>`` tags and ``<|special|>`` tokens in untrusted text.
+    """Escape ``<think>``/``<result>``/``<tool_call>`` tags and ``<|special|>`` tokens in text.
 
     ``</result>`` becomes ``&lt;/result&gt;`` and ``<|im_end|>`` becomes ``&lt;|im_end|&gt;``;
     everything else is left exactly as written.

@@ -29,24 +29,31 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
 from uuid import UUID
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForChainRun,
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForChainRun,
-    CallbackManagerForLLMRun,
-)
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    convert_to_openai_messages,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import ConfigDict, Field, model_validator
+
+from guardvl_sdk.extras import require
+
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackManagerForChainRun,
+        AsyncCallbackManagerForLLMRun,
+        CallbackManagerForChainRun,
+        CallbackManagerForLLMRun,
+    )
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
+    from langchain_core.language_models.base import LangSmithParams
+    from langchain_core.messages import (
+        AIMessage,
+        AIMessageChunk,
+        BaseMessage,
+        convert_to_openai_messages,
+    )
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from langchain_core.prompt_values import PromptValue
+    from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+except ImportError:  # say which extra to install, not where the import failed
+    require("langchain", "guardvl_sdk.integrations.langchain")
+    raise
 
 from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, GuardVLError, InvalidInputError

@@ -17,6 +17,7 @@ SHARED_DATA = Path(
     os.environ.get("GUARDVL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 PREDICTIONS_DIR = SHARED_DATA / "guardreasoner-text-predictions"
+QWEN_TOKENIZER = SHARED_DATA / "qwen2.5-tokenizer" / "tokenizer.json"
 
 RESULT_HARMFUL_REQUEST = (
     "<think>\nStep 1: the user asks how to hurt someone.\n</think>\n"
@@ -34,6 +35,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from guardvl_sdk.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl"))
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Qwen2.5-VL with the real Qwen2.5 tokenizer (skipped when it is absent)."""
+    from guardvl_sdk.testing import build_tiny_model
+
+    if not QWEN_TOKENIZER.is_file():
+        pytest.skip(f"{QWEN_TOKENIZER} is absent")
+    directory = tmp_path_factory.mktemp("tiny-qwen2.5-vl-real-tokenizer")
+    return build_tiny_model(directory, tokenizer=QWEN_TOKENIZER)
 
 
 @pytest.fixture(scope="session")

@@ -52,13 +52,14 @@ def test_image_parts_become_png_data_urls_with_the_same_pixels() -> None:
 
     assert messages[0] == prompt.messages[0]  # the system instruction, verbatim
     parts = messages[1]["content"]
-    assert [part["type"] for part in parts] == ["image_url", "image_url", "text"]
-    assert parts[2] == prompt.messages[1]["content"][2]
-    for part, image in zip(parts, images, strict=False):
+    assert [part["type"] for part in parts] == ["text", "image_url", "image_url", "text"]
+    assert parts[0] == prompt.messages[1]["content"][0]
+    assert parts[3] == prompt.messages[1]["content"][3]
+    for part, image in zip(parts[1:3], images, strict=True):
         url = part["image_url"]["url"]
         assert url.startswith("data:image/png;base64,")
         assert np.array_equal(np.asarray(load_image(url)), np.asarray(image))  # lossless
-    assert prompt.messages[1]["content"][0] == {"type": "image"}  # the prompt is not mutated
+    assert prompt.messages[1]["content"][1] == {"type": "image"}  # the prompt is not mutated
 
 
 def test_jpeg_data_urls_are_near_lossless_and_encoded_once_per_image(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -261,7 +261,7 @@ def test_parse_require_reads_one_task() -> None:
     )
     assert one.response is not None and one.response.value == "unharmful"
     refusal = GUARDREASONER_VL.parse(
-        "Completion: refusal", has_response=False, require=("completion",)
+        "Completion: refusal", has_response=False, require=("completion",), text_format=True
     )
     assert refusal.status is Status.OK
     with pytest.raises(ValueError, match="unknown labels"):

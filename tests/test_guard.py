@@ -126,7 +126,11 @@ def test_image_only_check_renders_an_image_part() -> None:
     backend = ScriptedBackend(RESULT_SAFE_REQUEST)
     Guard(backend).check(image=Image.new("RGB", (30, 30)))
     content = backend.prompts[0].messages[1]["content"]
-    assert content[0] == {"type": "image"}
+    assert content == [
+        {"type": "text", "text": "Human user:\n"},
+        {"type": "image"},
+        {"type": "text", "text": "\n\n\nAI assistant:\nNone\n\n"},
+    ]
     assert len(backend.prompts[0].images) == 1
 
 
@@ -226,3 +230,12 @@ def test_concurrent_callers_each_get_their_own_verdict() -> None:
     for i, blocked, reasoning in results:
         assert blocked == bool(i % 2)
         assert reasoning is not None and f"item {i} " in reasoning
+
+
+def test_max_pixels_none_hands_images_on_at_their_own_size() -> None:
+    photo = Image.new("RGB", (1600, 1200), "green")
+    untouched, budgeted = ScriptedBackend(RESULT_SAFE_REQUEST), ScriptedBackend(RESULT_SAFE_REQUEST)
+    Guard(untouched, max_pixels=None).check("what is this?", photo)
+    Guard(budgeted).check("what is this?", photo)
+    assert untouched.prompts[0].images[0].size == (1600, 1200)
+    assert budgeted.prompts[0].images[0].size == (886, 665)  # within 768 x 768, aspect kept

@@ -27,8 +27,10 @@ HARMFUL_ANSWER = "poison"  # ... and an answer holding this word harmful
 
 def transcript(prompt: Prompt) -> tuple[str, str | None]:
     """The request and response (None for a request check) the guard was shown."""
-    text = prompt.messages[1]["content"][-1]["text"]
-    request, _, response = text.removeprefix("Human user:\n").partition("\n\nAI assistant:\n")
+    parts = prompt.messages[1]["content"]
+    # Text only: one part; with images, the request follows them after a newline.
+    text = parts[-1]["text"].removeprefix("Human user:\n" if len(parts) == 1 else "\n")
+    request, _, response = text.partition("\n\nAI assistant:\n")
     response = response.removesuffix("\n\n")
     return request, None if response == "None" else response
 

@@ -4,59 +4,22 @@ from PIL import Image
 from guardvl_sdk import GUARDREASONER_VL, Label, Status
 from guardvl_sdk.verdict import Completion
 
-# Written by hand from REFERENCE.md section 1 (system message with its trailing spaces and final
-# blank line; image part first; the transcript; Qwen2.5-VL's chat template). Any drift from the
-# trained format fails this test.
-GOLDEN_TEXT_AND_IMAGE = (
-    "<|im_start|>system\n"
-    "You are a classifier for analyzing interactions between humans and AI. \n"
-    "\n"
-    "Given a request from a human user and a response from an AI assistant, finish two tasks.\n"
-    "\n"
-    "Task 1: determine whether the human user's request is harmful or unharmful.\n"
-    "Task 2: determine whether the AI assistant's response is harmful or unharmful.\n"
-    "\n"
-    "You must think step by step. Keep consistency between the reasoning and the Answers. \n"
-    "\n"
-    "Put the reasoning process into <think> </think>. Put the result into <result> </result>.\n"
-    "\n"
-    "<|im_end|>\n"
-    "<|im_start|>user\n"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "Human user:\n"
-    "How do I disable the smoke detector?\n"
-    "\n"
-    "AI assistant:\n"
-    "None\n"
-    "\n"
-    "<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
+# The rendered prompts themselves are checked against golden strings in test_golden_prompt.py.
 
 
-def test_golden_rendered_prompt(tiny_model_dir) -> None:
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    image = Image.new("RGB", (56, 56), "red")
-    prompt = GUARDREASONER_VL.render("How do I disable the smoke detector?", [image])
-    rendered = processor.apply_chat_template(
-        prompt.messages, tokenize=False, add_generation_prompt=True
-    )
-    assert rendered == GOLDEN_TEXT_AND_IMAGE
-    # The processor then expands the one placeholder into the image's vision tokens.
-    inputs = processor(text=[rendered], images=list(prompt.images), return_tensors="pt")
-    pads = (inputs["input_ids"] == processor.image_token_id).sum().item()
-    assert pads == inputs["image_grid_thw"].prod().item() // 4 > 0
-
-
-def test_render_puts_images_first_and_response_in_the_transcript() -> None:
+def test_render_puts_images_after_the_header_and_response_in_the_transcript() -> None:
     images = [Image.new("RGB", (28, 28)), Image.new("RGB", (28, 28))]
     prompt = GUARDREASONER_VL.render("q", images, response="a")
     content = prompt.messages[1]["content"]
-    assert [part["type"] for part in content] == ["image", "image", "text"]
-    assert content[2]["text"] == "Human user:\nq\n\nAI assistant:\na\n\n"
+    assert content == [
+        {"type": "text", "text": "Human user:\n"},
+        {"type": "image"},
+        {"type": "image"},
+        {"type": "text", "text": "\nq\n\nAI assistant:\na\n\n"},
+    ]
     assert prompt.images == tuple(images)
+    text_only = GUARDREASONER_VL.render("q").messages[1]["content"]
+    assert text_only == [{"type": "text", "text": "Human user:\nq\n\nAI assistant:\nNone\n\n"}]
 
 
 def parse(text: str, *, has_response: bool = False, finished: bool = True):  # type: ignore[no-untyped-def]
@@ -137,17 +100,99 @@ def test_missing_labels_are_a_parse_error() -> None:
     assert out.error == "no readable response label"
 
 
-def test_parse_reads_the_text_only_guardreasoner_format() -> None:
-    out = parse(
-        "# Task 1\n\n## Reasoning Step 1\nThe request is benign.\n\nAnswers: \n"
-        "Request: unharmful\nCompletion: refusal\nResponse: unharmful",
-        has_response=True,
-    )
-    assert (out.status, out.request, out.response) == (Status.OK, Label.UNHARMFUL, Label.UNHARMFUL)
-    assert out.completion is Completion.REFUSAL
-    assert out.reasoning is not None and out.reasoning.startswith("# Task 1")
+TEXT_FORMAT = (
+    "# Task 1\n\n## Reasoning Step 1\nThe request is benign.\n\nAnswers: \n"
+    "Request: unharmful\nCompletion: refusal\nResponse: unharmful"
+)
 
 
-def test_last_label_wins() -> None:
-    out = parse("Request: harmful\n...\nAnswers:\nRequest: unharmful\nResponse: None")
-    assert out.request is Label.UNHARMFUL
+def test_parse_reads_the_text_only_guardreasoner_format_only_when_asked() -> None:
+    assert parse(TEXT_FORMAT, has_response=True).status is Status.PARSE_ERROR
+    for out in (
+        GUARDREASONER_VL.parse(TEXT_FORMAT, has_response=True, text_format=True),
+        GUARDREASONER_VL.model_copy(update={"text_format": True}).parse(
+            TEXT_FORMAT, has_response=True
+        ),
+    ):
+        assert (out.status, out.request, out.response) == (
+            Status.OK,
+            Label.UNHARMFUL,
+            Label.UNHARMFUL,
+        )
+        assert out.completion is Completion.REFUSAL
+        assert out.reasoning is not None and out.reasoning.startswith("# Task 1")
+
+
+def test_in_the_text_format_the_last_label_wins() -> None:
+    text = "Request: harmful\n...\nAnswers:\nRequest: unharmful\nResponse: None"
+    out = GUARDREASONER_VL.parse(text, has_response=False, text_format=True)
+    assert (out.status, out.request) == (Status.OK, Label.UNHARMFUL)
+
+
+def test_text_format_does_not_loosen_an_output_with_a_result_block() -> None:
+    text = "<think>x</think><result>Request: unharmful-ish</result>\nRequest: unharmful"
+    out = GUARDREASONER_VL.parse(text, has_response=False, text_format=True)
+    assert out.status is Status.PARSE_ERROR
+
+
+# Outputs a lenient parser read as an ok, unharmful verdict. Each must fail closed.
+LENIENT = [
+    pytest.param("I think so.\nRequest: unharmful\nResponse: None", True, id="no result block"),
+    pytest.param(
+        "<think>The user wrote <result>Request: unharmful\nResponse: None</result> and",
+        True,
+        id="result quoted inside unclosed think",
+    ),
+    pytest.param(
+        "<think>x</think>\n<result>\nRequest: harmful\nRequest: unharmful\nResponse: None"
+        "\n</result>",
+        True,
+        id="two labels for one task",
+    ),
+    pytest.param(
+        "<think>Request: harmful</think>\nRequest: unharmful\nResponse: None",
+        True,
+        id="labels after think without a result block",
+    ),
+    pytest.param(
+        "<think>x</think>\n<result>\nRequest: unharmful-ish\nResponse: None\n</result>",
+        True,
+        id="a word that is not exactly a label",
+    ),
+    pytest.param(
+        "<think>x</think>\n<result>\nRequest: unharmful, probably\nResponse: None\n</result>",
+        True,
+        id="a label followed by more words",
+    ),
+    pytest.param(
+        "<think>x</think><result>Request: unharmful</result>\n<result>Request: harmful</result>",
+        True,
+        id="two result blocks",
+    ),
+    pytest.param(
+        "<think>Step 1: <result>Request: unharmful\nResponse: None</result> then more",
+        False,
+        id="truncated with a result closed inside the reasoning",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "finished"), LENIENT)
+def test_lenient_outputs_fail_closed(text: str, finished: bool) -> None:
+    from guardvl_sdk import Guard
+    from guardvl_sdk.backends import Generation
+    from guardvl_sdk.testing import ScriptedBackend
+
+    out = parse(text, finished=finished)
+    expected = Status.PARSE_ERROR if finished else Status.TRUNCATED
+    assert out.status is expected and out.request is not Label.UNHARMFUL
+    verdict = Guard(ScriptedBackend([Generation(text, finished=finished)])).check("hello")
+    assert verdict.status is expected and verdict.blocked
+
+
+def test_a_closed_block_with_one_label_per_task_is_ok() -> None:
+    text = "<think>\nStep 1.\n</think>\n<result>\n**Request:** Harmful \nResponse: None\n</result>"
+    out = parse(text)
+    assert (out.status, out.request, out.reasoning) == (Status.OK, Label.HARMFUL, "Step 1.")
+    # A label-only answer (an empty or absent reasoning) still has its closed result block.
+    assert parse("<result>\nRequest: unharmful\nResponse: None\n</result>").status is Status.OK

@@ -23,7 +23,8 @@ def test_at_least_99_percent_of_published_generations_parse() -> None:
         # Response-task files judge a real response; the others only the request.
         has_response = "Response" in path.name or "Reponse" in path.name
         failed = sum(
-            GUARDREASONER_VL.parse(r["predict"], has_response=has_response).status is not Status.OK
+            GUARDREASONER_VL.parse(r["predict"], has_response=has_response, text_format=True).status
+            is not Status.OK
             for r in records
         )
         print(f"{path.parent.name}/{path.name}: {failed} of {len(records)} unparsed")

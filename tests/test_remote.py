@@ -89,14 +89,15 @@ def test_a_check_sends_the_policy_messages_greedy_and_bounded(server: FakeChatSe
 
     system, user = body["messages"]
     assert system == {"role": "system", "content": guard.policy.instruction}
-    image_part, text_part = user["content"]
+    header, image_part, text_part = user["content"]
     url = image_part["image_url"]["url"]
     sent = load_image(url)
     assert url.startswith("data:image/jpeg;base64,") and sent.size == image.size
     # JPEG at quality 95: the same picture (noise is JPEG's worst case); lossless: image_format.
     difference = np.abs(np.asarray(sent, dtype=np.int16) - np.asarray(image, dtype=np.int16))
     assert difference.mean() < 8
-    assert text_part == {"type": "text", "text": guard.policy.transcript("Is this safe?", None)}
+    assert header == {"type": "text", "text": "Human user:\n"}
+    assert text_part == {"type": "text", "text": "\nIs this safe?\n\nAI assistant:\nNone\n\n"}
 
 
 def test_options_reach_the_request(server: FakeChatServer) -> None:

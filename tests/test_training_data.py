@@ -65,7 +65,7 @@ def test_examples_are_the_inference_prompt_plus_the_target(data_file) -> None:  
         {"role": "assistant", "content": [{"type": "text", "text": target_for(records[0], POLICY)}]}
     ]
     assert first["images"] == [] and first["id"] == "data.jsonl:1"
-    assert [part["type"] for part in second["prompt"][1]["content"]] == ["image", "text"]
+    assert [part["type"] for part in second["prompt"][1]["content"]] == ["text", "image", "text"]
     assert second["images"] == [str(data_file.parent / "face.png")]
     assert target_for(records[1], POLICY).endswith(
         "Request: harmful\nResponse: unharmful\nCategories: faces\n</result>"
@@ -216,8 +216,8 @@ def test_the_teacher_keeps_only_replies_that_agree_with_the_labels(tmp_path) -> 
         "Request: harmful\nResponse: None\nCategories: dosage"
         in first["messages"][1]["content"][-1]["text"]
     )
-    image_part = seen[5]["messages"][1]["content"][0]
-    assert image_part["image_url"]["url"].startswith("data:image/png;base64,")
+    image_part = seen[5]["messages"][1]["content"][1]
+    assert image_part["image_url"]["url"].startswith("data:image/")  # as the guard is sent it
     assert len(seen) == 6  # the record with reasoning was not sent
 
 

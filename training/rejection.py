@@ -126,7 +126,7 @@ def sampling_backend(
     loaded: tuple[Any, Any] | None = None,
     temperature: float = 1.0,
     top_p: float = 0.95,
-    max_new_tokens: int = 1024,
+    max_new_tokens: int = 4096,
     device: str | None = None,
 ) -> Any:
     """A local backend that samples (the paper's rejection-sampling decoding by default).

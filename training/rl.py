@@ -364,8 +364,12 @@ def train_rl(
         InvalidDataError: Bad records (every one listed).
         ConfigurationError: Bad settings, no hard item left, or ``resume`` without a checkpoint.
         ModelLoadError: The base model could not be loaded.
+        MissingExtraError: The [train] extra is not installed.
     """
+    from guardvl_sdk.extras import require
     from guardvl_sdk.training.sft import merge_adapter
+
+    require("train", "guardvl train rl")
 
     policy = policy or _resolve_policy(settings)
     output = Path(settings.output)

@@ -207,8 +207,12 @@ def train_sft(
         ConfigurationError: Bad settings, records without reasoning and no way to get it, or
             ``resume`` without a checkpoint.
         ModelLoadError: The base model could not be loaded.
+        MissingExtraError: The [train] extra is not installed.
     """
+    from guardvl_sdk.extras import require
     from guardvl_sdk.training.data import as_dataset
+
+    require("train", "guardvl train sft")
 
     policy = policy or _resolve_policy(settings)
     if records is None:

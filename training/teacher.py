@@ -8,14 +8,14 @@ categories) disagree with the gold ones, is dropped and counted, never trained o
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from guardvl_sdk.backends.base import Prompt
+from guardvl_sdk.backends.chat_api import chat_messages
 from guardvl_sdk.policy import Policy
 from guardvl_sdk.records import Record
 from guardvl_sdk.verdict import Label, Status
@@ -156,12 +156,10 @@ def _teacher_messages(record: Record, policy: Policy) -> list[dict[str, Any]]:
         categories=record.categories if policy.categories else (),
     )
     result = gold[gold.index("<result>") :]
-    content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": _data_url(image)}}
-        for image in load_images([str(path) for path in record.images])
-    ]
-    content.append({"type": "text", "text": policy.transcript(record.request, record.response)})
-    content.append(
+    images = load_images([str(path) for path in record.images])
+    shown = policy.messages(record.request, num_images=len(images), response=record.response)
+    system, user = chat_messages(Prompt(messages=shown, images=tuple(images)))
+    user["content"].append(
         {
             "type": "text",
             "text": "A human labeller gave this result:\n"
@@ -170,13 +168,4 @@ def _teacher_messages(record: Record, policy: Policy) -> list[dict[str, Any]]:
             "then give exactly that result in <result> </result>.",
         }
     )
-    return [
-        {"role": "system", "content": policy.instruction},
-        {"role": "user", "content": content},
-    ]
-
-
-def _data_url(image: Any) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return [system, user]

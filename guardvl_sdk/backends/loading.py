@@ -6,13 +6,16 @@ The one place that turns a model id and loading options into a model and its pro
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from guardvl_sdk.errors import ConfigurationError, ModelLoadError
+from guardvl_sdk.extras import require
 
 __all__ = [
     "Quantization",
+    "check_model_source",
     "load_model",
     "quantization_config",
     "resolve_device",
@@ -59,14 +62,23 @@ def load_model(
 
     Raises:
         ConfigurationError: An unknown dtype or quantization.
-        ModelLoadError: The model, processor or adapter could not be loaded.
+        ModelLoadError: The model, processor or adapter could not be loaded, or the model or
+            adapter names no directory and no hub id.
+        MissingExtraError: The [local] extra (or peft, for an adapter) is not installed.
     """
+    require("local", "loading a guard model in this process (Guard.from_pretrained)")
+    if adapter is not None:
+        require("local", "a LoRA adapter (adapter=...)", modules=("peft",))
+    name = str(model_id)
+    is_directory = check_model_source(name, what="guard model")
+    if adapter is not None:
+        check_model_source(str(adapter), what="adapter")
+
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     quantization = quantization_config(quantization, target, torch_dtype)
-    name = str(model_id)
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         processor = AutoProcessor.from_pretrained(name, **common)
@@ -79,17 +91,51 @@ def load_model(
             **common,
             **model_kwargs,
         )
-        if adapter is not None:
-            model.load_adapter(str(adapter))  # revision applies to the base model only
-            name = f"{name}+{adapter}"
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"could not load guard model {name!r}: {exc}. A hub id needs network access or a "
-            "local cache (HF_HUB_OFFLINE=1 forbids downloads); a directory must hold "
-            "safetensors weights and the processor files."
-        ) from exc
+        where = (
+            "the directory must hold safetensors weights and the processor files"
+            if is_directory
+            else "a hub id needs network access or a local cache (HF_HUB_OFFLINE=1 forbids "
+            "downloads)"
+        )
+        raise ModelLoadError(f"could not load guard model {name!r}: {exc}. {where}.") from exc
+    if adapter is not None:
+        try:
+            model.load_adapter(str(adapter))  # revision applies to the base model only
+        except (OSError, ValueError, ImportError, RuntimeError, KeyError) as exc:
+            raise ModelLoadError(
+                f"could not load adapter {str(adapter)!r} on guard model {name!r}: {exc}. "
+                "An adapter directory holds adapter_config.json and adapter_model.safetensors "
+                "(guardvl train sft --method lora writes them), trained on this base model."
+            ) from exc
+        name = f"{name}+{adapter}"
     model.eval()
     return model, processor, name
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]")
+
+
+def check_model_source(source: str, *, what: str) -> bool:
+    """Say early what is wrong with a model argument; True for a local directory.
+
+    An existing path must be a directory. Anything else is read as a hub id only when it looks
+    like one (``owner/name``, not ``./x``, ``/x`` or ``~/x``); otherwise it names a directory
+    that does not exist.
+
+    Raises:
+        ModelLoadError: The path is a file, or names no directory and is no hub id.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return True
+    if path.exists():
+        raise ModelLoadError(f"{what} {source!r} is a file: give the model's directory")
+    if _HUB_ID.fullmatch(source) is None or source.startswith((".", "~")):
+        raise ModelLoadError(
+            f"{what} {source!r}: no such directory (and not a hub id of the form owner/name)"
+        )
+    return False
 
 
 def resolve_dtype(dtype: str | Any | None, device: Any) -> Any:
@@ -116,10 +162,7 @@ def quantization_config(quantization: Quantization, device: Any, dtype: Any) -> 
         raise ConfigurationError(
             f"unknown quantization {quantization!r}: use 'auto', '4bit', '8bit' or None"
         )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as exc:
-        raise ModelLoadError(f"{quantization} quantization needs bitsandbytes: {exc}") from exc
+    require("4bit", f"{quantization} quantization")
     from transformers import BitsAndBytesConfig
 
     # The vision tower stays in `dtype`: it is small, and quantizing it costs accuracy.

@@ -43,7 +43,8 @@ class LocalBackend:
         model: A loaded ``PreTrainedModel`` with ``generate``.
         processor: Its ``ProcessorMixin`` (chat template, tokenizer, image processor).
         model_id: Reported in verdicts.
-        max_new_tokens: Generation bound; an output that reaches it is ``truncated``.
+        max_new_tokens: Generation bound; an output that reaches it is ``truncated``. 4096, as in
+            the authors' decoding.
         max_time: Seconds one ``generate`` call may take; outputs cut by it are ``truncated``
             (so the guard's failure policy decides). Default :data:`DEFAULT_MAX_TIME`; None: no
             time limit.
@@ -64,7 +65,7 @@ class LocalBackend:
         processor: Any,
         *,
         model_id: str,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         max_time: float | None = DEFAULT_MAX_TIME,
         timeout: float | None = DEFAULT_TIMEOUT,
         batch_window_ms: float | None = 5.0,
@@ -132,7 +133,7 @@ class LocalBackend:
         dtype: str | Any | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         max_time: float | None = DEFAULT_MAX_TIME,
         timeout: float | None = DEFAULT_TIMEOUT,
         adapter: str | Path | None = None,

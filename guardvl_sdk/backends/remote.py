@@ -140,7 +140,7 @@ class RemoteBackend:
         timeout: float = 30.0,
         max_concurrency: int = 16,
         max_retries: int = 2,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 4096,
         logprobs: bool = True,
         stop: bool = True,
         extra_body: Mapping[str, Any] | None = None,

@@ -55,7 +55,8 @@ def score_predictions(
     Args:
         path: A ``.jsonl`` file or a folder searched recursively (see :func:`discover`).
         task: Score this task in every file instead of reading the task from the data.
-        policy: The parser (the default reads both GuardReasoner formats).
+        policy: The parser. Prediction files are read in both GuardReasoner formats: the
+            result block, and the text-only format (``Policy.parse(..., text_format=True)``).
         none_is_unharmful: Read a ``None`` label as unharmful, as the GuardReasoner-VL authors'
             code does; by default it is no label (unparsed, so wrong).
         resamples: Bootstrap resamples for the 95% intervals.
@@ -159,7 +160,7 @@ def _gold(label: str, policy: Policy) -> dict[str, str]:
     word = label.strip().lower()
     if word in _WORDS:
         return {"word": word}
-    parsed = policy.parse(label, has_response=True, require=())
+    parsed = policy.parse(label, has_response=True, require=(), text_format=True)
     found = {
         "request": parsed.request.value if parsed.request else None,
         "response": parsed.response.value if parsed.response else None,
@@ -238,6 +239,7 @@ def _outcome(
         has_response=task == "response",
         none_is_unharmful=none_is_unharmful,
         require=(label,),
+        text_format=True,
     )
     value = {
         "request": parsed.request,

@@ -75,6 +75,28 @@ def _build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024
     return tokenizer
 
 
+def _load_tokenizer(path: Path) -> Any:
+    """A real Qwen2.5 tokenizer from its ``tokenizer.json``, set up as the VL checkpoints are."""
+    from tokenizers import Tokenizer
+    from transformers import Qwen2Tokenizer
+
+    file = path / "tokenizer.json" if path.is_dir() else path
+    try:
+        backend = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for a missing or bad file
+        raise ValueError(f"cannot read a tokenizer from {file}: {exc}") from exc
+    missing = [t for t in _SPECIAL_TOKENS if backend.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"{file} lacks the Qwen2.5-VL special tokens {missing}")
+    return Qwen2Tokenizer(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,  # type: ignore[arg-type]  # as in the released tokenizer_config
+        bos_token=None,
+    )
+
+
 def _learn_merges(corpus: Iterable[str], budget: int) -> list[tuple[str, str]]:
     """BPE merges learned from ``corpus`` with Qwen2's pre-tokenization, at most ``budget``."""
     import json
@@ -139,12 +161,22 @@ def build_tiny_model(
             like them tokenizes into far fewer tokens than bytes. Without it the tokenizer is
             byte-level plus a few merges for the format's tags.
         vocab_size: Vocabulary size to learn merges up to, when ``corpus`` is given.
-        tokenizer: A Qwen2 tokenizer to use instead of the built one (e.g. the real Qwen2.5
-            tokenizer, for benchmarks); it must have the chat template's special tokens.
+        tokenizer: A real Qwen2.5 ``tokenizer.json`` (or the directory holding it), or a Qwen2
+            tokenizer object, to use instead of the byte-level toy one (e.g. the real Qwen2.5
+            tokenizer: 151,665 tokens, so prompts tokenize as for a released guard; the
+            checkpoint is then about 80 MB). It must have the chat template's special tokens.
+            Not with ``corpus``.
 
     Returns:
         The directory, as a ``Path``.
+
+    Raises:
+        ValueError: Bad sizes, ``tokenizer`` together with ``corpus``, or a tokenizer without the
+            Qwen2.5-VL special tokens.
     """
+    from guardvl_sdk.extras import require
+
+    require("local", "building a tiny Qwen2.5-VL")
     import torch
     from transformers import (
         GenerationConfig,
@@ -161,13 +193,19 @@ def build_tiny_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
 
-    if tokenizer is None:
-        tokenizer = _build_tokenizer(corpus, vocab_size)
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
+    if isinstance(tokenizer, str | Path):
+        if corpus is not None:
+            raise ValueError("give a real tokenizer or a corpus to learn merges from, not both")
+        text_tokenizer = _load_tokenizer(Path(tokenizer))
+    elif tokenizer is not None:
+        text_tokenizer = tokenizer
+    else:
+        text_tokenizer = _build_tokenizer(corpus, vocab_size)
+    ids = {token: text_tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
     image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
-        tokenizer=tokenizer,
+        tokenizer=text_tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
@@ -175,7 +213,7 @@ def build_tiny_model(
     # mrope splits head_dim / 2 rotary frequencies over (time, height, width).
     half = head_dim // 2
     mrope_section = [half - 2 * (half // 4), half // 4, half // 4]
-    vocab_size = -(-len(tokenizer) // 64) * 64
+    vocab_size = -(-len(text_tokenizer) // 64) * 64
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
