@@ -31,7 +31,10 @@ def slots(prompt: Prompt) -> tuple[str, str]:
     """The request slot and the response slot of a rendered prompt."""
     text = transcript(prompt)
     request, _, response = text.partition("\n\nAI assistant:\n")
-    return request.removeprefix("Human user:\n"), response
+    request = request.removeprefix("Human user:\n")
+    if prompt.images:  # the vision tokens stand after "Human user:\n", then a line break
+        request = request.removeprefix("\n")
+    return request, response
 
 
 def _red(image: Any) -> bool:
