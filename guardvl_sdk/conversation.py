@@ -351,14 +351,14 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
         elif kind in ("image_url", "input_image"):
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, Mapping) else url
-            # A chat comes from users and tools: never let it name a file on this machine.
-            if not isinstance(url, str) or url.split(":", 1)[0].lower() not in _URL_SCHEMES:
-                raise InvalidInputError(
-                    f"{where}: an image_url must be a data: or http(s) URL: {url!r:.60}"
-                )
-            parts.append(Part("image", role, index, image=url))
+            parts.append(Part("image", role, index, image=_image_url(url, where, "an image_url")))
         elif kind == "image" and part.get("image") is not None:
-            parts.append(Part("image", role, index, image=part["image"]))
+            image = part["image"]
+            # In-process objects (PIL images, bytes, arrays, a pathlib.Path) are the calling
+            # code's own; a string is text a user or a tool could have written: a URL only.
+            if isinstance(image, str):
+                image = _image_url(image, where, "an image part")
+            parts.append(Part("image", role, index, image=image))
         elif kind in ("input_audio", "audio", "file", "input_file"):
             parts.append(_unreadable(role, index, f"a content part of type {kind!r}", part))
         else:
@@ -366,6 +366,14 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
                 f"{where}: cannot check a content part of type {kind!r} (text and image parts only)"
             )
     return parts
+
+
+def _image_url(url: Any, where: str, what: str) -> str:
+    """An image source named inside a chat: a data: or http(s) URL, never a local file."""
+    # A chat comes from users and tools: never let it name a file on this machine.
+    if not isinstance(url, str) or url.split(":", 1)[0].lower() not in _URL_SCHEMES:
+        raise InvalidInputError(f"{where}: {what} must be a data: or http(s) URL: {url!r:.60}")
+    return url
 
 
 def _read_tool_call(call: Any, index: int, where: str) -> Part:

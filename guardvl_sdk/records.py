@@ -61,7 +61,7 @@ class Record(BaseModel):
         reasoning: A reasoning target for training, if given.
         id: The record's id, or ``"{file name}:{line}"``.
         messages: A multi-turn item's conversation (then ``request`` is empty and ``images``
-            too); image paths in it are absolute ``{"type": "image", "image": path}`` parts.
+            too); image paths in it are absolute ``{"type": "image", "image": Path}`` parts.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -200,7 +200,8 @@ def _local_image(part: Any, base: Path) -> Any:
     url = url.get("url") if isinstance(url, dict) else url
     if not isinstance(url, str) or url.split(":", 1)[0].lower() in ("data", "http", "https"):
         return part
-    return {"type": "image", "image": str(_image_path(url, base))}
+    # A Path, not a str: a chat may name a file only through an object code made, never text.
+    return {"type": "image", "image": _image_path(url, base)}
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:

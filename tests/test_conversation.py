@@ -188,6 +188,25 @@ def test_unreadable_content_can_be_listed_and_blocked_or_allowed_explicitly() ->
     assert verdict.allowed and verdict.inspected[1].status == "not_inspected"
 
 
+@pytest.mark.parametrize("source", ["/etc/hosts", "/proc/self/mem", "file:///etc/hosts", "x.png"])
+@pytest.mark.parametrize("where", ["user", "tool"])
+def test_a_chat_never_names_a_file_on_the_guards_machine(source: object, where: str) -> None:
+    guard, backend = judging_guard()
+    image = {"type": "image", "image": source}
+    if where == "user":
+        messages = [{"role": "user", "content": [image, {"type": "text", "text": "what is it"}]}]
+    else:
+        messages = [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [image]},
+        ]  # fmt: skip
+    with pytest.raises(InvalidInputError, match="must be a data: or http"):
+        guard.check(messages=messages)
+    assert backend.prompts == []
+
+
 def test_unknown_fields_and_roles_are_refused() -> None:
     guard, _ = judging_guard()
     with pytest.raises(InvalidInputError, match="field"):

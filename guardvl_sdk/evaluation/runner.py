@@ -285,6 +285,13 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _file_hash(value: object) -> str:
+    """An image file inside a multi-turn item's messages, keyed by its content, not its path."""
+    if isinstance(value, Path):
+        return "sha256:" + hashlib.sha256(value.read_bytes()).hexdigest()
+    raise TypeError(f"cannot key a {type(value).__name__}")
+
+
 def _key(record: Record, guard: Guard) -> str:
     """A hash of the record's content, the guard's model id and its policy."""
     digest = hashlib.sha256()
@@ -293,7 +300,11 @@ def _key(record: Record, guard: Guard) -> str:
         guard.policy.model_dump_json(),
         record.request,
         record.response,
-        *([json.dumps(record.messages, sort_keys=True)] if record.messages is not None else []),
+        *(
+            [json.dumps(record.messages, sort_keys=True, default=_file_hash)]
+            if record.messages is not None
+            else []
+        ),
     ]
     digest.update(json.dumps(identity).encode())
     for image in record.images:

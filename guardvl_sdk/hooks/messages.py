@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,7 +51,9 @@ class Request:
             return CheckInput(self.text, self.images or None, response)
         messages = list(self.messages)
         extra: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
-        extra += [{"type": "image", "image": image} for image in self.images]
+        # The images the call was given beside its messages are the calling code's own, as in
+        # guard.check(image=...); a chat's own parts may name files only as Path objects.
+        extra += [{"type": "image", "image": _as_source(image)} for image in self.images]
         if extra:
             messages.append({"role": "user", "content": extra})
         return CheckInput(messages=messages, response=response)
@@ -105,3 +108,10 @@ def read_messages(messages: Sequence[Mapping[str, Any] | BaseModel]) -> Request:
     reader = RequestReader()
     reader.add_messages(messages)
     return reader.request()
+
+
+def _as_source(image: Any) -> Any:
+    """A path string given as a call's image argument, as the Path the conversation reader takes."""
+    if isinstance(image, str) and image.split(":", 1)[0].lower() not in ("data", "http", "https"):
+        return Path(image)
+    return image
