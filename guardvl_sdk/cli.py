@@ -53,32 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--image", action="append", default=[], metavar="PATH", help="an image (repeatable)"
     )
     check.add_argument("--response", help="the assistant's answer, checked in context")
-    check.add_argument(
-        "--model",
-        help=f"'demo' (the offline demo guard), a local directory or a hub id (default: "
-        f"{DEFAULT_MODEL}); with --server, the served model name",
-    )
-    check.add_argument(
-        "--server",
-        metavar="URL",
-        help="an OpenAI-compatible guard server, e.g. http://gpu-1:8000/v1 (key from "
-        "$OPENAI_API_KEY) instead of a model loaded in this process",
-    )
-    check.add_argument("--adapter", help="a LoRA adapter trained on --model (guardvl train sft)")
-    check.add_argument(
-        "--quantization",
-        choices=["auto", "4bit", "8bit", "none"],
-        default="auto",
-        help="auto: 4-bit on CUDA, none on CPU",
-    )
-    check.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: CUDA when available)")
-    check.add_argument("--max-new-tokens", type=int, default=4096)
-    check.add_argument(
-        "--on-error",
-        choices=["block", "allow"],
-        default="block",
-        help="decision when the guard cannot decide (default: block)",
-    )
+    _add_guard_arguments(check)
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
     tiny = commands.add_parser(
@@ -116,14 +91,65 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="train (once, ~1-2 min CPU) and run the demo guard: a demo, not a safety model",
+        help="train (once, minutes on a CPU) and run the demo guard: a demo, not a safety model",
     )
     demo.add_argument("--dir", help="cache directory (default: $GUARDVL_DEMO_DIR or ~/.cache)")
     demo.add_argument("--rebuild", action="store_true", help="train again even if cached")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_eval_parser(commands)
     _add_serve_parser(commands)
+    _add_moderate_parser(commands)
     return parser
+
+
+def _add_moderate_parser(commands: Any) -> None:
+    moderate = commands.add_parser(
+        "moderate",
+        help="check every line of an unlabelled JSONL file; one verdict per line, resumable",
+        description="Each line: a JSON object with text (or request), image or images (paths "
+        "relative to the input file, or data: URLs), response, or messages, and an optional id. "
+        "Each output line: line, id, blocked, and the verdict (or the error of a line that "
+        "cannot be checked, which counts as blocked). Run it again after an interruption: only "
+        "lines without a result are checked. Exit status: 0 nothing blocked, 1 some blocked, "
+        "2 usage or input error.",
+    )
+    moderate.add_argument("input", metavar="IN.jsonl", help="the lines to check")
+    moderate.add_argument(
+        "-o", "--output", required=True, metavar="OUT.jsonl", help="results (appended, resumable)"
+    )
+    _add_guard_arguments(moderate)
+    moderate.add_argument("--batch-size", type=int, default=8, help="lines per guard call")
+    moderate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_guard_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which guard checks: ``check`` and ``moderate`` share them."""
+    parser.add_argument(
+        "--model",
+        help=f"'demo' (the offline demo guard), a local directory or a hub id (default: "
+        f"{DEFAULT_MODEL}); with --server, the served model name",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="an OpenAI-compatible guard server, e.g. http://gpu-1:8000/v1 (key from "
+        "$OPENAI_API_KEY) instead of a model loaded in this process",
+    )
+    parser.add_argument("--adapter", help="a LoRA adapter trained on --model (guardvl train sft)")
+    parser.add_argument(
+        "--quantization",
+        choices=["auto", "4bit", "8bit", "none"],
+        default="auto",
+        help="auto: 4-bit on CUDA, none on CPU",
+    )
+    parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: CUDA when available)")
+    parser.add_argument("--max-new-tokens", type=int, default=4096)
+    parser.add_argument(
+        "--on-error",
+        choices=["block", "allow"],
+        default="block",
+        help="decision when the guard cannot decide (default: block)",
+    )
 
 
 def _add_serve_parser(commands: Any) -> None:
@@ -297,11 +323,7 @@ def _print_verdict(verdict: Verdict) -> None:
     if verdict.categories:
         print(f"categories: {', '.join(verdict.categories)}")
     if verdict.score is not None:
-        # The score is P(harmful) of the deciding label; show the probability of what it says.
-        decided = verdict.response if verdict.stage == "output" else verdict.request
-        harmful = verdict.blocked if decided is None else decided is Label.HARMFUL
-        shown = verdict.score if harmful else 1 - verdict.score
-        print(f"score:     {shown:.3f} (probability of {'harmful' if harmful else 'unharmful'})")
+        print(f"score:     {_score_line(verdict)}")
     print(
         f"model:     {verdict.model}  ({verdict.latency_ms:.0f} ms, "
         f"{verdict.usage.completion_tokens} tokens generated)"
@@ -312,6 +334,23 @@ def _print_verdict(verdict: Verdict) -> None:
     elif verdict.status.value != "ok":
         print("raw output:")
         print(textwrap.indent(verdict.raw or "(empty)", "  "))
+
+
+def _score_line(verdict: Verdict) -> str:
+    """The score as the probability of what its label says, naming the label it belongs to.
+
+    ``Verdict.score`` is P(harmful) at the response's label in a response check, else at the
+    request's. When the request's harmful label is what blocked a response check, that is said.
+    """
+    assert verdict.score is not None
+    task = "response" if verdict.stage == "output" else "request"
+    label = verdict.response if task == "response" else verdict.request
+    harmful = verdict.blocked if label is None else label is Label.HARMFUL
+    shown = verdict.score if harmful else 1 - verdict.score
+    line = f"{shown:.3f} (probability the {task} is {'harmful' if harmful else 'unharmful'})"
+    if task == "response" and not harmful and verdict.request is Label.HARMFUL:
+        line += "; the request's harmful label decided"
+    return line
 
 
 def _quiet_hub_downloads() -> None:
@@ -336,7 +375,6 @@ def _model_or_default(args: argparse.Namespace, command: str) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from guardvl_sdk.guard import Guard
     from guardvl_sdk.inputs import clean_text, load_images
 
     text = sys.stdin.read() if args.text == "-" else args.text
@@ -348,25 +386,7 @@ def _check(args: argparse.Namespace) -> int:
         if not (text or "").strip() and not images:
             print("guardvl check: give request text, --image, or both", file=sys.stderr)
             return EXIT_USAGE
-        model = _model_or_default(args, "check")
-        if args.server:
-            guard = Guard.from_server(
-                args.server,
-                model=model,
-                api_key=os.environ.get("OPENAI_API_KEY"),
-                max_new_tokens=args.max_new_tokens,
-                on_error=args.on_error,
-            )
-        else:
-            _quiet_hub_downloads()
-            guard = Guard.from_pretrained(
-                model,
-                quantization=None if args.quantization == "none" else args.quantization,
-                device=args.device,
-                max_new_tokens=args.max_new_tokens,
-                adapter=args.adapter,
-                on_error=args.on_error,
-            )
+        guard = _guard_from_arguments(args, "check")
         verdict = guard.check(text, image=images or None, response=response)
     except InvalidInputError as exc:
         print(f"guardvl check: invalid input: {exc}", file=sys.stderr)
@@ -379,6 +399,66 @@ def _check(args: argparse.Namespace) -> int:
     else:
         _print_verdict(verdict)
     return EXIT_BLOCKED if verdict.blocked else EXIT_ALLOWED
+
+
+def _guard_from_arguments(
+    args: argparse.Namespace, command: str, *, batch_size: int | None = None
+) -> Guard:
+    """The guard ``--model`` / ``--server`` and their options name."""
+    from guardvl_sdk.guard import Guard
+
+    model = _model_or_default(args, command)
+    options: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
+    if args.server:
+        return Guard.from_server(
+            args.server,
+            model=model,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+            max_new_tokens=args.max_new_tokens,
+            on_error=args.on_error,
+            **options,
+        )
+    _quiet_hub_downloads()
+    return Guard.from_pretrained(
+        model,
+        quantization=None if args.quantization == "none" else args.quantization,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        adapter=args.adapter,
+        on_error=args.on_error,
+        **({"batch_size": args.batch_size} if "batch_size" in args else {}),
+    )
+
+
+def _moderate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from guardvl_sdk.moderate import moderate, read_items, tally
+
+    source, out = Path(args.input), Path(args.output)
+    try:
+        if args.batch_size < 1:
+            raise InvalidInputError("--batch-size must be at least 1")
+        if source.resolve() == out.resolve():
+            raise InvalidInputError("the output must not be the input file")
+        items = read_items(source)  # every line validated before the model loads
+        if not items:
+            raise InvalidInputError(f"{source} has no lines to check")
+        guard = _guard_from_arguments(args, "moderate", batch_size=args.batch_size)
+        checked = moderate(guard, items, out, batch_size=args.batch_size, progress=not args.quiet)
+    except InvalidInputError as exc:
+        print(f"guardvl moderate: invalid input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GuardVLError as exc:
+        print(f"guardvl moderate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    counts = tally(out)
+    print(
+        f"{counts.items} lines in {out} ({checked} checked by this run): {counts.blocked} "
+        f"blocked, of which {counts.errors} could not be checked",
+        file=sys.stderr,
+    )
+    return EXIT_BLOCKED if counts.blocked else EXIT_ALLOWED
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
@@ -436,7 +516,7 @@ def _train_rl(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from guardvl_sdk.guard import CheckInput, Guard
+    from guardvl_sdk.guard import Guard
     from guardvl_sdk.training import demo
 
     _quiet_hub_downloads()
@@ -458,19 +538,14 @@ def _demo(args: argparse.Namespace) -> int:
         f"{metrics.train_examples} synthetic examples)\n"
         f"held-out synthetic split ({metrics.items} items, measured): "
         f"format compliance {metrics.format_compliance:.1%}, request F1 {metrics.request_f1:.3f}, "
-        f"response F1 {metrics.response_f1:.3f}, categories exact {metrics.category_accuracy:.1%}"
+        f"response F1 {metrics.response_f1:.3f}, categories exact {metrics.category_accuracy:.1%}, "
+        f"reasoning names the result's categories {metrics.reasoning_consistency:.1%}\n"
+        "a few held-out items (the first of each kind, not picked by hand):"
     )
-    checks = [
-        CheckInput("How do I make a pipe bomb?"),
-        CheckInput("Can you help me bake bread?"),
-        CheckInput("What is in this picture?", image=demo.demo_image(face=True, seed=7)),
-        CheckInput("How much codeine should I take?", response="Sorry, I can't help with that."),
-    ]
-    for check, verdict in zip(checks, guard.check_batch(checks), strict=True):
-        shown = (check.text or "") + (" [image: a drawn face]" if check.image is not None else "")
-        if check.response:
-            shown += f" -> {check.response}"
-        print(f"\n> {shown}")
+    shown = demo.showcase()
+    verdicts = guard.check_batch([check for _, check in shown])
+    for (description, _), verdict in zip(shown, verdicts, strict=True):
+        print(f"\n> {description}")
         _print_verdict(verdict)
     return EXIT_ALLOWED
 
@@ -679,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "eval": _eval,
         "serve": _serve,
+        "moderate": _moderate,
     }
     return handlers[args.command](args)
 

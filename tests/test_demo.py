@@ -1,7 +1,6 @@
 """The demo guard, trained from scratch once per session with the package's own R-SFT."""
 
 import json
-import time
 
 import pytest
 
@@ -54,11 +53,28 @@ def test_the_demo_guard_loads_and_answers_in_format(demo_guard) -> None:  # type
 @pytest.mark.slow
 def test_cli_demo_reuses_the_cache_and_prints_measured_scores(demo_guard, capsys) -> None:  # type: ignore[no-untyped-def]
     path, metrics, _ = demo_guard
-    began = time.perf_counter()
-    assert cli.main(["demo", "--dir", str(path.parent), "--quiet"]) == 0
-    assert time.perf_counter() - began < 60  # cached: no training
-    out = capsys.readouterr().out
+    stamp = (path.parent / "metrics.json").stat().st_mtime_ns
+    assert cli.main(["demo", "--dir", str(path.parent)]) == 0
+    captured = capsys.readouterr()
+    assert "first run" not in captured.err  # cached: no training...
+    assert (path.parent / "metrics.json").stat().st_mtime_ns == stamp  # ...and nothing rewritten
+    out = captured.out
     assert "NOT A SAFETY MODEL" in out
     assert f"format compliance {metrics.format_compliance:.1%}" in out
     assert f"request F1 {metrics.request_f1:.3f}" in out
-    assert out.count("decision:") == 4 and "reasoning:" in out
+    assert f"reasoning names the result's categories {metrics.reasoning_consistency:.1%}" in out
+    assert out.count("decision:") == len(demo.showcase()) == 5 and "reasoning:" in out
+
+
+def test_the_showcase_is_the_first_held_out_item_of_each_kind() -> None:
+    held_out = demo.synthetic_records(64, seed=2)
+    shown = demo.showcase()
+    requests = [row["request"] for row in held_out]
+    assert all(check.text is None or check.text in requests for _, check in shown)
+    first_harmful = next(
+        r
+        for r in held_out
+        if r["request_label"] == "harmful" and "image" not in r and "response" not in r
+    )
+    assert shown[0][1].text == first_harmful["request"]
+    assert shown[2][1].image is not None and shown[4][1].response is not None

@@ -15,12 +15,15 @@ training, never assumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +35,7 @@ from guardvl_sdk.verdict import Label, Status
 if TYPE_CHECKING:
     from PIL import Image
 
+    from guardvl_sdk.checks import CheckInput
     from guardvl_sdk.guard import Guard
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "demo_guard_path",
     "demo_image",
     "evaluate",
+    "reasoning_categories",
+    "showcase",
     "synthetic_records",
     "write_synthetic_data",
 ]
@@ -50,7 +56,10 @@ __all__ = [
 DEMO_DIR_ENV = "GUARDVL_DEMO_DIR"
 """Environment variable that overrides where the demo guard is cached."""
 
-_VERSION = 2  # bump when the data, model or recipe changes, so stale caches are rebuilt
+_TEST_ITEMS, _TEST_SEED = 64, 2
+"""The held-out split: its size and the generator's seed (training uses seed 1)."""
+
+_VERSION = 3  # bump when the data, model or recipe changes, so stale caches are rebuilt
 
 DEMO_POLICY = Policy.custom(
     "guardvl-demo",
@@ -112,6 +121,8 @@ class DemoMetrics:
         request_f1: F1 of the request label, harmful as the positive class.
         response_f1: F1 of the response label, on items with a response.
         category_accuracy: Share of items whose categories came back exactly right.
+        reasoning_consistency: Share of items whose reasoning names exactly the categories of
+            their result (:func:`reasoning_categories`); an output that is not ok counts as not.
         train_seconds: Wall time of the R-SFT run.
         train_examples: Training examples.
     """
@@ -121,6 +132,7 @@ class DemoMetrics:
     request_f1: float
     response_f1: float
     category_accuracy: float
+    reasoning_consistency: float
     train_seconds: float
     train_examples: int
 
@@ -189,7 +201,7 @@ def build_demo_guard(
     rebuild: bool = False,
     progress: bool = True,
     train_items: int = 320,
-    test_items: int = 64,
+    test_items: int = _TEST_ITEMS,
 ) -> tuple[Path, DemoMetrics]:
     """Return the cached demo guard, training it first if needed (about a minute on CPU).
 
@@ -227,7 +239,7 @@ def build_demo_guard(
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
     try:
         train_file = write_synthetic_data(work / "data" / "train", train_items, seed=1)
-        test_file = write_synthetic_data(work / "data" / "test", test_items, seed=2)
+        test_file = write_synthetic_data(work / "data" / "test", test_items, seed=_TEST_SEED)
         records = load_records(train_file)
         # The tokenizer learns merges from the training texts, so sequences stay short.
         corpus = [
@@ -253,23 +265,22 @@ def build_demo_guard(
             base=str(base),
             output=str(work / "model"),
             method="full",
-            epochs=4,
-            learning_rate=3e-3,
-            warmup=0.05,
-            batch_size=8,
+            **_RECIPE,
             logging_steps=30,
             save_steps=10_000,
             max_length=None,
             seed=0,
-            progress=progress,
+            progress=False,  # one labelled bar instead of the trainer's own
         )
-        result = train_sft(settings, policy=DEMO_POLICY, records=records)
+        bars = [_training_bar("training the demo guard")] if progress else []
+        with _threads_for_a_tiny_model():
+            result = train_sft(settings, policy=DEMO_POLICY, records=records, callbacks=bars)
         for checkpoint in (work / "model").glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
         from guardvl_sdk.guard import Guard
 
         guard = Guard.from_pretrained(result.output, max_new_tokens=128, batch_size=16)
-        scores = evaluate(guard, load_records(test_file))
+        scores = evaluate(guard, load_records(test_file), progress=progress)
         metrics = DemoMetrics(
             **scores, train_seconds=round(result.seconds, 1), train_examples=result.examples
         )
@@ -282,8 +293,52 @@ def build_demo_guard(
     return root / "model", metrics
 
 
+_RECIPE: dict[str, Any] = {"epochs": 4, "learning_rate": 3e-3, "warmup": 0.05, "batch_size": 8}
+"""The R-SFT schedule of the demo guard (full fine-tuning of the tiny model)."""
+
 _TRAIN_CPU_SECONDS = 300.0
 """Wall time of a build on 2 idle CPU cores (3.5 to 6.5 minutes measured); scaled by the cores."""
+
+
+def _training_bar(label: str) -> Any:
+    """A ``TrainerCallback`` showing one labelled progress bar, with the loss as it goes."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Bar(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            self.bar = tqdm(total=state.max_steps, desc=label, unit="step")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            self.bar.update(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            loss = (kwargs.get("logs") or {}).get("loss")
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            self.bar.close()
+
+    return Bar()
+
+
+@contextlib.contextmanager
+def _threads_for_a_tiny_model() -> Iterator[None]:
+    """One thread when the machine is busy: a tiny model's matrices are too small to share, and
+    threads spinning for cores others hold made training 5x slower (1.9 against 10 s a step on a
+    shared two-core machine under a load of 8)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if os.getloadavg()[0] >= (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _estimated_minutes() -> int:
@@ -292,22 +347,34 @@ def _estimated_minutes() -> int:
     return max(1, round(minutes))
 
 
-def evaluate(guard: Guard, records: list[Record]) -> dict[str, Any]:
+def evaluate(guard: Guard, records: list[Record], *, progress: bool = False) -> dict[str, Any]:
     """Check every record with ``guard`` and score the verdicts against the gold labels.
 
+    Args:
+        guard: The guard to measure.
+        records: Labelled records.
+        progress: Show a labelled progress bar.
+
     Returns:
-        ``items``, ``format_compliance``, ``request_f1``, ``response_f1`` (harmful positive) and
-        ``category_accuracy``, each rounded to 4 places. An output that is not ``ok`` counts as
-        wrong, as in the authors' evaluation.
+        ``items``, ``format_compliance``, ``request_f1``, ``response_f1`` (harmful positive),
+        ``category_accuracy`` and ``reasoning_consistency``, each rounded to 4 places. An output
+        that is not ``ok`` counts as wrong, as in the authors' evaluation.
     """
+    from tqdm.auto import tqdm
+
     from guardvl_sdk.guard import CheckInput
 
-    verdicts = guard.check_batch(
-        [
-            CheckInput(r.request, [str(p) for p in r.images] or None, response=r.response)
-            for r in records
-        ]
-    )
+    inputs = [
+        CheckInput(r.request, [str(p) for p in r.images] or None, response=r.response)
+        for r in records
+    ]
+    verdicts = []
+    with tqdm(
+        total=len(inputs), desc="measuring on the held-out split", unit="item", disable=not progress
+    ) as bar:
+        for start in range(0, len(inputs), 16):
+            verdicts += guard.check_batch(inputs[start : start + 16])
+            bar.update(len(inputs[start : start + 16]))
     ok = [v.status is Status.OK for v in verdicts]
     request_pairs = [(r.request_label, v.request) for r, v in zip(records, verdicts, strict=True)]
     response_pairs = [
@@ -319,12 +386,26 @@ def evaluate(guard: Guard, records: list[Record]) -> dict[str, Any]:
         set(v.categories) == set(r.categories) and v.status is Status.OK
         for r, v in zip(records, verdicts, strict=True)
     ]
+    consistent = [
+        v.status is Status.OK and reasoning_categories(v.reasoning or "") == set(v.categories)
+        for v in verdicts
+    ]
     return {
         "items": len(records),
         "format_compliance": round(sum(ok) / len(ok), 4),
         "request_f1": round(_f1(request_pairs), 4),
         "response_f1": round(_f1(response_pairs), 4),
         "category_accuracy": round(sum(categories_right) / len(categories_right), 4),
+        "reasoning_consistency": round(sum(consistent) / len(consistent), 4),
+    }
+
+
+def reasoning_categories(reasoning: str) -> set[str]:
+    """The demo policy's category names that ``reasoning`` mentions (as whole words)."""
+    return {
+        c.name
+        for c in DEMO_POLICY.categories
+        if re.search(rf"\b{re.escape(c.name)}\b", reasoning, re.IGNORECASE)
     }
 
 
@@ -343,15 +424,16 @@ def _f1(pairs: list[tuple[Label | None, Label | None]]) -> float:
 # -- the generator ------------------------------------------------------------------------------
 
 
-def _text_request(rng: random.Random) -> tuple[str, str | None, str | None]:
-    """A request text, its category (None when safe) and the harmful object, if any."""
+def _text_request(rng: random.Random) -> tuple[str, str | None, str]:
+    """A request text, its category (None when safe) and what it asks about."""
     if rng.random() < 0.5:
         category = rng.choice(sorted(_HARMFUL_TEXT))
         objects, templates = _HARMFUL_TEXT[category]
         thing = rng.choice(objects)
         return rng.choice(templates).format(x=thing), category, thing
     objects, templates = _SAFE_TEXT
-    return rng.choice(templates).format(x=rng.choice(objects)), None, None
+    thing = rng.choice(objects)
+    return rng.choice(templates).format(x=thing), None, thing
 
 
 def _request_step(category: str | None) -> str:
@@ -406,6 +488,34 @@ def _image_item(rng: random.Random) -> dict[str, Any]:
         "category": ["faces"] if face else [],
         "reasoning": step,
     }
+
+
+def showcase() -> list[tuple[str, CheckInput]]:
+    """What ``guardvl demo`` checks: the first held-out item of each kind, as generated.
+
+    The held-out generator (the split the metrics are measured on) gives, in order, the first
+    harmful text request, safe text request, image of a face, image without one, and request
+    with a response. Returns ``(description, check)`` pairs.
+    """
+    from guardvl_sdk.checks import CheckInput
+
+    kinds = ["harmful request", "safe request", "face image", "image without a face", "response"]
+    found: dict[str, tuple[str, CheckInput]] = {}
+    for row in synthetic_records(_TEST_ITEMS, seed=_TEST_SEED):
+        spec = row.get("image")
+        if spec is not None:
+            kind = "face image" if spec["face"] else "image without a face"
+            picture = "a drawn face" if spec["face"] else "a drawing without a face"
+            text = f"{row['request']} [image: {picture}]".strip()
+            check = CheckInput(row["request"] or None, _draw(spec))
+        elif "response" in row:
+            kind, text = "response", f"{row['request']} -> {row['response']}"
+            check = CheckInput(row["request"], response=row["response"])
+        else:
+            kind = "harmful request" if row["request_label"] == "harmful" else "safe request"
+            text, check = row["request"], CheckInput(row["request"])
+        found.setdefault(kind, (text, check))
+    return [found[kind] for kind in kinds if kind in found]
 
 
 def demo_image(*, face: bool, seed: int = 0) -> Image.Image:

@@ -305,7 +305,7 @@ def build_trainer(
             target_modules=settings.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -313,6 +313,12 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=[_loss_log(Path(settings.output) / LOSS_LOG), *callbacks],
     )
+    if not settings.progress:
+        # Without bars the trainer prints every log as a raw dict; the loss log has them.
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def load_base(settings: SFTSettings) -> tuple[Any, Any]:

@@ -15,7 +15,11 @@ from typing import Any
 
 from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, Generation, Prompt
 from guardvl_sdk.backends.loading import Quantization, load_model
-from guardvl_sdk.backends.prefix_cache import InstructionPrefix, forget_rope_deltas
+from guardvl_sdk.backends.prefix_cache import (
+    InstructionPrefix,
+    cache_argument,
+    forget_rope_deltas,
+)
 from guardvl_sdk.backends.scoring import STOP_STRINGS, label_side, label_token_index
 from guardvl_sdk.errors import BackendTimeoutError, ConfigurationError
 
@@ -296,7 +300,7 @@ class LocalBackend:
             prefix = self._prefix(prompts) if self.prefix_cache else None
             if prefix is not None and prefix.starts(inputs):
                 inputs = prefix.move_padding(inputs)
-                extra["past_key_values"] = prefix.cache_for(len(prompts))
+                extra[cache_argument(self.model)] = prefix.cache_for(len(prompts))
             inputs = {name: value.to(self.device) for name, value in inputs.items()}
             forget_rope_deltas(self.model)
             recorder = _LabelLogits(*self._label_ids, device=self.device)

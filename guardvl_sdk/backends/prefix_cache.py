@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["InstructionPrefix", "forget_rope_deltas"]
+__all__ = ["InstructionPrefix", "cache_argument", "forget_rope_deltas"]
+
+
+def cache_argument(model: Any) -> str:
+    """The name ``generate`` takes a key/value cache under: ``cache`` (transformers >= 5.2x,
+    where ``past_key_values`` warns it is deprecated) or ``past_key_values`` (older)."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class InstructionPrefix:
@@ -48,7 +57,8 @@ class InstructionPrefix:
         with torch.inference_mode():
             forget_rope_deltas(model)
             output = model(input_ids=torch.tensor([ids], device=model.device), use_cache=True)
-        return cls(list(ids), output.past_key_values)
+        cache = getattr(output, "cache", None)  # `past_key_values` before the rename
+        return cls(list(ids), cache if cache is not None else output.past_key_values)
 
     def starts(self, inputs: Any) -> bool:
         """Whether every (left-padded) row of ``inputs`` starts with the prefix, and goes on."""
