@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
 from typing import Any
 
@@ -11,10 +14,6 @@ from PIL import Image
 
 from guardvl_sdk import GUARDREASONER_VL, BackendError, Status
 from guardvl_sdk.backends.base import Prompt
-import base64
-import io
-import json
-
 from guardvl_sdk.backends.chat_api import chat_messages, json_body, label_score, read_completion
 from guardvl_sdk.inputs import load_image
 
