@@ -432,6 +432,8 @@ def _render_run(
             tool = f": {escape(part.name)}" if part.name else ""
             lines += [f"[message {part.message}, tool result{tool}]", escape(part.text or "")]
             last = part.message
+        elif part.kind == "text" and not part.text:
+            continue  # an empty text (a tool-calling turn's content ""): nothing to show
         else:
             if part.message != last:
                 lines.append(f"[message {part.message}, {part.role}]")
