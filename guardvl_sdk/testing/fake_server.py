@@ -29,6 +29,9 @@ class FakeReply:
             error document).
         logprobs: The ``choices[0].logprobs.content`` list to send, if any.
         drop: Close the connection without answering.
+        close: Answer, then close the connection a moment later without having said so (no
+            ``Connection: close``), as uvicorn does after an application error: a client that
+            sends its next request on the kept-alive connection at once gets it reset.
     """
 
     content: str = ""
@@ -39,6 +42,7 @@ class FakeReply:
     body: str | None = None
     logprobs: list[dict[str, Any]] | None = None
     drop: bool = False
+    close: bool = False
 
 
 FakeScript = (
@@ -230,6 +234,10 @@ class _FakeHandler(BaseHTTPRequestHandler):
                 return
             payload = reply.body if reply.body is not None else fake._completion(body, reply)
             self._send(reply.status, payload, reply.headers)
+            if reply.close:
+                # Long enough for the client's next request to arrive unread: closing then resets.
+                fake._closing.wait(0.05)
+                self.close_connection = True
         finally:
             with fake._lock:
                 fake._in_flight -= 1
