@@ -33,7 +33,9 @@ from guardvl_sdk import (
     Label,
     Status,
 )
+from guardvl_sdk.backends.chat_api import json_body
 from guardvl_sdk.backends.remote import RemoteBackend, parse_retry_after
+from guardvl_sdk.backends.stop_strings import with_stop_strings, without_stop_strings
 from guardvl_sdk.inputs import load_image
 from guardvl_sdk.testing import FakeChatServer, FakeReply
 from tests.conftest import RESULT_HARMFUL_REQUEST, RESULT_SAFE_REQUEST
@@ -217,6 +219,21 @@ def test_a_real_server_error_is_not_mistaken_for_refused_stop_strings() -> None:
         assert guard.check("hi").status is Status.OK
         # The probe without stop strings failed too: stop strings stay on, no further probes.
         assert ["stop" in body for body in fake.requests] == [True, False, True, True]
+
+
+def test_the_stop_strings_ride_last_and_come_off_exactly() -> None:
+    body = json_body({"model": "guard", "messages": [{"role": "user", "content": "hi"}]})
+    with_stop = with_stop_strings(body)
+    assert json.loads(with_stop) == {**json.loads(body), "stop": ["</result>"]}
+    assert without_stop_strings(with_stop) == body
+    assert without_stop_strings(body) == body  # nothing to take off
+
+
+def test_stop_in_extra_body_is_the_callers_and_never_dropped() -> None:
+    with FakeChatServer(refuses_stop_strings) as fake:
+        guard = fast_guard(fake.url, max_retries=0, extra_body={"stop": ["</result>", "\n\n"]})
+        assert guard.check("x").status is Status.ERROR  # refused, and not second-guessed
+        assert [body["stop"] for body in fake.requests] == [["</result>", "\n\n"]]
 
 
 def test_stop_false_sends_none_and_never_probes() -> None:

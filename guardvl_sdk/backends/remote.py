@@ -32,10 +32,9 @@ from tenacity import (
 )
 
 from guardvl_sdk.backends.base import Generation, Prompt
-from guardvl_sdk.backends.chat_api import chat_messages, read_completion
+from guardvl_sdk.backends.chat_api import chat_messages, json_body, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
-from guardvl_sdk.backends.scoring import STOP_STRINGS
-from guardvl_sdk.backends.stop_strings import StopStrings, without_stop
+from guardvl_sdk.backends.stop_strings import StopStrings, with_stop_strings, without_stop_strings
 from guardvl_sdk.bounded_http import (
     BodyTooLarge,
     aread_body,
@@ -69,6 +68,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest answer body read (4,096 tokens with top-5 log probabilities take about 3 MB)."""
 
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
+_JSON = {"Content-Type": "application/json"}
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
 # A kept-alive connection the server closed as the request went out.
 _DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
@@ -272,7 +272,8 @@ class RemoteBackend:
         error.__cause__ = exc
         return error
 
-    def _body(self, prompt: Prompt) -> dict[str, Any]:
+    def _body(self, prompt: Prompt) -> bytes:
+        """The request body of ``prompt``, encoded once (retries and other servers reuse it)."""
         try:
             messages = chat_messages(prompt, image_format=self.image_format)
         except ValueError as exc:
@@ -287,15 +288,15 @@ class RemoteBackend:
             # in the checkpoint's generation config, as the local backend's clean config does.
             "frequency_penalty": 0.0,
         }
-        if self.stop:
-            body["stop"] = list(STOP_STRINGS)
         if self.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = TOP_LOGPROBS
         body.update(self.extra_body)
-        return body
+        data = json_body(body)
+        # The stop strings go last, so that a server refusing them gets the same bytes without.
+        return with_stop_strings(data) if self.stop and "stop" not in body else data
 
-    def _post(self, client: httpx2.Client, body: dict[str, Any], score_label: str) -> Generation:
+    def _post(self, client: httpx2.Client, body: bytes, score_label: str) -> Generation:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
@@ -303,7 +304,7 @@ class RemoteBackend:
             try:
                 response, content = self._send(client, url, sent)
                 if self.stop_strings.should_probe(url, sent, response.status_code):
-                    probe = self._resend(client, url, without_stop(sent))
+                    probe = self._resend(client, url, without_stop_strings(sent))
                     response, content = self._probed(url, (response, content), probe)
             except _SLOW as exc:
                 raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
@@ -320,7 +321,7 @@ class RemoteBackend:
         self,
         client: httpx2.AsyncClient,
         slots: asyncio.Semaphore,
-        body: dict[str, Any],
+        body: bytes,
         score_label: str,
     ) -> Generation:
         """One attempt, async: the servers in turn until one answers."""
@@ -331,7 +332,7 @@ class RemoteBackend:
                 try:
                     response, content = await self._asend(client, url, sent)
                     if self.stop_strings.should_probe(url, sent, response.status_code):
-                        probe = await self._aresend(client, url, without_stop(sent))
+                        probe = await self._aresend(client, url, without_stop_strings(sent))
                         response, content = self._probed(url, (response, content), probe)
                 except _SLOW as exc:
                     raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
@@ -344,11 +345,11 @@ class RemoteBackend:
         assert failure is not None
         raise failure
 
-    def _send(
-        self, client: httpx2.Client, url: str, body: dict[str, Any]
-    ) -> tuple[httpx2.Response, bytes]:
+    def _send(self, client: httpx2.Client, url: str, body: bytes) -> tuple[httpx2.Response, bytes]:
         """One request to ``url``, its whole answer within ``timeout``."""
-        request = client.build_request("POST", f"{url}/chat/completions", json=body)
+        request = client.build_request(
+            "POST", f"{url}/chat/completions", content=body, headers=_JSON
+        )
         with deadline(self.timeout):
             response = client.send(request, stream=True)
             try:
@@ -357,10 +358,12 @@ class RemoteBackend:
                 response.close()
 
     async def _asend(
-        self, client: httpx2.AsyncClient, url: str, body: dict[str, Any]
+        self, client: httpx2.AsyncClient, url: str, body: bytes
     ) -> tuple[httpx2.Response, bytes]:
         """Like :meth:`_send`, async."""
-        request = client.build_request("POST", f"{url}/chat/completions", json=body)
+        request = client.build_request(
+            "POST", f"{url}/chat/completions", content=body, headers=_JSON
+        )
         with deadline(self.timeout):
             response = await client.send(request, stream=True)
             try:
@@ -369,7 +372,7 @@ class RemoteBackend:
                 await response.aclose()
 
     def _resend(
-        self, client: httpx2.Client, url: str, body: dict[str, Any]
+        self, client: httpx2.Client, url: str, body: bytes
     ) -> tuple[httpx2.Response, bytes]:
         """:meth:`_send` right after an error answer, once more if the connection was dropped.
 
@@ -383,7 +386,7 @@ class RemoteBackend:
             return self._send(client, url, body)
 
     async def _aresend(
-        self, client: httpx2.AsyncClient, url: str, body: dict[str, Any]
+        self, client: httpx2.AsyncClient, url: str, body: bytes
     ) -> tuple[httpx2.Response, bytes]:
         """Like :meth:`_resend`, async."""
         try:

@@ -10,17 +10,23 @@ have). Leaving the stop strings out costs only the few tokens such a server gene
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import threading
-from typing import Any
 
-__all__ = ["STOP_REFUSED", "StopStrings", "without_stop"]
+from guardvl_sdk.backends.scoring import STOP_STRINGS
+
+__all__ = ["STOP_REFUSED", "StopStrings", "with_stop_strings", "without_stop_strings"]
 
 logger = logging.getLogger("guardvl_sdk")
 
 STOP_REFUSED = frozenset({400, 422, 500})
 """Statuses that may mean "no stop strings here": transformers serve fails with 500; a server
 that rejects the field answers 400 or 422."""
+
+
+# The request body's last field: taken off again by slicing, with no JSON decoding.
+_FIELD = b',"stop":' + json.dumps(list(STOP_STRINGS), separators=(",", ":")).encode() + b"}"
 
 
 class _Support(enum.Enum):
@@ -48,15 +54,15 @@ class StopStrings:
         self._support: dict[str, _Support] = {}
         self._lock = threading.Lock()
 
-    def body_for(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The body to send ``url``: without stop strings if it refuses them."""
-        if "stop" in body and self._get(url) is _Support.REFUSED:
-            return without_stop(body)
+    def body_for(self, url: str, body: bytes) -> bytes:
+        """The request body to send ``url``: without stop strings if it refuses them."""
+        if self._get(url) is _Support.REFUSED:
+            return without_stop_strings(body)
         return body
 
-    def should_probe(self, url: str, sent: dict[str, Any], status: int) -> bool:
+    def should_probe(self, url: str, sent: bytes, status: int) -> bool:
         """Whether to send the request again without stop strings, after ``status`` to ``sent``."""
-        if "stop" not in sent:
+        if not sent.endswith(_FIELD):
             return False
         if status < 400:
             self._settle(url, _Support.ACCEPTED)
@@ -90,6 +96,11 @@ class StopStrings:
             return True
 
 
-def without_stop(body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` without its ``stop`` field."""
-    return {key: value for key, value in body.items() if key != "stop"}
+def with_stop_strings(body: bytes) -> bytes:
+    """A JSON object request body (compact, without ``stop``) with the stop strings added last."""
+    return body[:-1] + _FIELD
+
+
+def without_stop_strings(body: bytes) -> bytes:
+    """``body`` without the stop strings :func:`with_stop_strings` added (else unchanged)."""
+    return body[: -len(_FIELD)] + b"}" if body.endswith(_FIELD) else body
