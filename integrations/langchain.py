@@ -785,7 +785,7 @@ class GuardedChatModel(BaseChatModel):
         yield from guard_stream(
             chunks,
             gates,
-            lambda text, partial: reporter.check(request, text, partial),
+            lambda due, partial: reporter.check_due(request, due, partial),
             self._stream_blocked(gates),
             close=close,
         )
@@ -814,11 +814,13 @@ class GuardedChatModel(BaseChatModel):
                 await aclose()
             return
         gates = self._gates()
-
-        async def check(text: str, partial: bool) -> Verdict:
-            return await reporter.acheck(request, text, partial)
-
-        guarded = aguard_stream(chunks, gates, check, self._stream_blocked(gates), close=aclose)
+        guarded = aguard_stream(
+            chunks,
+            gates,
+            lambda due, partial: reporter.acheck_due(request, due, partial),
+            self._stream_blocked(gates),
+            close=aclose,
+        )
         try:
             async for item in guarded:
                 yield item
