@@ -165,17 +165,18 @@ def _pieces(message: BaseMessage) -> list[tuple[str, str]]:
         if isinstance(block, str):
             pieces.append(("text", block))
             continue
-        kind = block.get("type") if isinstance(block, Mapping) else None
-        if kind in _TOOL_CALL_BLOCKS:
+        block_type = block.get("type") if isinstance(block, Mapping) else None
+        if block_type in _TOOL_CALL_BLOCKS:
             continue
-        if kind not in _TEXT_BLOCKS:
+        if block_type not in _TEXT_BLOCKS:
             raise InvalidInputError(
-                f"the answer's content block of type {kind!r} would reach the caller unchecked; "
-                f"the guard reads {sorted(_TEXT_BLOCKS)} and tool calls"
+                f"the answer's content block of type {block_type!r} would reach the caller "
+                f"unchecked; the guard reads {sorted(_TEXT_BLOCKS)} and tool calls"
             )
         assert isinstance(block, Mapping)
-        texts = [text for field in _TEXT_BLOCKS[kind] for text in _texts_in(block.get(field))]
-        pieces += [("text" if kind == "text" else "reasoning", text) for text in texts]
+        fields = _TEXT_BLOCKS[block_type]
+        texts = [text for field in fields for text in _texts_in(block.get(field))]
+        pieces += [("text" if block_type == "text" else "reasoning", text) for text in texts]
     return pieces
 
 

@@ -165,7 +165,8 @@ class GuardMiddleware(AgentMiddleware):
 
 def _conversation(system: SystemMessage | None, messages: Sequence[BaseMessage]) -> list[Any]:
     """The model's input in OpenAI format, the system prompt first."""
-    return openai_chat([*([system] if system else []), *messages])
+    chat: list[Any] = openai_chat([*([system] if system else []), *messages])
+    return chat
 
 
 def _openai(message: AIMessage) -> Any:
@@ -182,4 +183,5 @@ def _answers(response: Any) -> list[AIMessage]:
 def _with_result(request: Any, result: ToolMessage) -> list[Any]:
     state = request.state
     messages = state.get("messages", []) if isinstance(state, dict) else []
-    return openai_chat([*messages, result])
+    chat: list[Any] = openai_chat([*messages, result])
+    return chat
