@@ -248,6 +248,25 @@ def _has_reasoning_or_extras(message: AIMessage) -> bool:
     )
 
 
+def _streamed_answer(text: str, chunks: list[AIMessageChunk]) -> str | dict[str, Any]:
+    """A streamed answer as the final check judges it: its text, with the tool calls its chunks
+    assembled (each field's pieces concatenated by call index, the arguments as streamed, so
+    arguments that do not parse are judged too)."""
+    pieces = [call for chunk in chunks for call in chunk.tool_call_chunks]
+    if not pieces:
+        return text
+    calls: dict[Any, dict[str, Any]] = {}
+    for n, piece in enumerate(pieces):
+        key = piece.get("index") if piece.get("index") is not None else f"#{n}"
+        call = calls.setdefault(
+            key, {"type": "function", "id": None, "function": {"name": "", "arguments": ""}}
+        )
+        call["id"] = call["id"] or piece.get("id")
+        call["function"]["name"] += piece.get("name") or ""
+        call["function"]["arguments"] += piece.get("args") or ""
+    return {"role": "assistant", "content": text, "tool_calls": list(calls.values())}
+
+
 def _read(value: Any) -> Request:
     reader = RequestReader()
     _read_into(value, "the input", reader)
@@ -737,10 +756,13 @@ class GuardedChatModel(BaseChatModel):
     # -- streaming ----------------------------------------------------------------------------
 
     def _gates(self) -> OneAnswer[AIMessageChunk, ChatGenerationChunk]:
+        # Tool-call chunks are held from the first on and judged whole by the final check.
         return OneAnswer(
             self._options().stream,
             _chunk_text,
             lambda chunk: ChatGenerationChunk(message=chunk),
+            held=lambda chunk: bool(chunk.tool_call_chunks),
+            answer_of=_streamed_answer,
         )
 
     def _stream_block(self, verdict: Verdict, withheld: str | None) -> ChatGenerationChunk:

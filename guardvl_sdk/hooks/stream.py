@@ -156,6 +156,11 @@ class OneAnswer(Generic[C, O]):
         options: The stream options.
         text_of: The text of a chunk (it may raise to refuse a chunk it cannot read).
         wrap: What the caller gets for a released chunk (default: the chunk).
+        held: Whether a chunk carries content only the final check judges (a tool call's
+            arguments): it and every chunk after it are held until that check passed.
+        answer_of: The answer the final check judges, from the whole text and every chunk of
+            the stream (an assistant message with the tool calls the chunks assembled); default:
+            the text.
     """
 
     def __init__(
@@ -163,13 +168,22 @@ class OneAnswer(Generic[C, O]):
         options: StreamOptions,
         text_of: Callable[[C], str],
         wrap: Callable[[C], O] | None = None,
+        *,
+        held: Callable[[C], bool] | None = None,
+        answer_of: Callable[[str, list[C]], str | Mapping[str, Any]] | None = None,
     ) -> None:
         self.gate: StreamGate[C] = StreamGate(options)
         self._text_of = text_of
         self._wrap = wrap
+        self._held = held
+        self._answer_of = answer_of
+        self._chunks: list[C] = []  # every chunk, kept only for answer_of
 
     def add(self, chunk: C) -> list[Due]:
-        due = self.gate.add(chunk, self._text_of(chunk))
+        if self._answer_of is not None:
+            self._chunks.append(chunk)
+        to_end = self._held is not None and self._held(chunk)
+        due = self.gate.add(chunk, self._text_of(chunk), to_end=to_end)
         return [] if due is None else [Due(0, *due)]
 
     def release(self, key: int) -> list[O]:
@@ -177,7 +191,9 @@ class OneAnswer(Generic[C, O]):
 
     def finish(self) -> list[Due]:
         due = self.gate.finish()
-        return [] if due is None else [Due(0, due)]
+        if due is None:
+            return []
+        return [Due(0, due if self._answer_of is None else self._answer_of(due, self._chunks))]
 
     def release_all(self) -> list[O]:
         return self._out(self.gate.release(final=True))
