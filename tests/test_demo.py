@@ -19,6 +19,8 @@ def test_synthetic_data_is_deterministic_and_loads(tmp_path) -> None:
     assert kinds == {"text", "text+response", "image"}
     assert {Label.HARMFUL, Label.UNHARMFUL} <= {r.request_label for r in records}
     assert {c for r in records for c in r.categories} == {"weapons", "drugs", "dosage", "faces"}
+    # Every reasoning names exactly its record's categories: what the consistency figure checks.
+    assert all(demo.reasoning_categories(r.reasoning or "") == set(r.categories) for r in records)
 
 
 @pytest.mark.slow
@@ -27,8 +29,11 @@ def test_the_demo_guard_learns_the_format(demo_guard, capsys) -> None:  # type: 
     with capsys.disabled():
         print(f"\ndemo guard built in {seconds:.0f} s: {metrics}")
     assert metrics.items == 64 and metrics.train_examples == 320
-    assert metrics.format_compliance >= 0.9
-    assert 0.0 <= metrics.request_f1 <= 1.0
+    # The targets `guardvl demo` prints and the README promises, measured on the held-out split.
+    assert metrics.format_compliance >= 0.95
+    assert metrics.category_accuracy >= 0.95
+    assert metrics.reasoning_consistency >= 0.99
+    assert metrics.request_f1 >= 0.95 and metrics.response_f1 >= 0.95
     saved = json.loads((path.parent / "metrics.json").read_text())
     assert saved["format_compliance"] == metrics.format_compliance
 

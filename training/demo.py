@@ -70,6 +70,14 @@ DEMO_POLICY = Policy.custom(
         "faces": "images that show a person's face",
     },
     rules="Demo policy of a made-up pharmacy shop assistant (synthetic, not a safety policy).",
+).model_copy(
+    # A short instruction: Policy.custom's full one is 188 of a demo example's 250 tokens, and
+    # a tiny model trained on prompts a third as long gets 4x the steps for less compute.
+    update={
+        "instruction": "Demo policy (synthetic). Categories: weapons, drugs, dosage, faces. "
+        "Think in <think> </think>, then answer in <result> </result>: Request, Response, "
+        "Categories."
+    }
 )
 """The made-up in-house policy the demo guard is trained on."""
 
@@ -266,7 +274,7 @@ def build_demo_guard(
             output=str(work / "model"),
             method="full",
             **_RECIPE,
-            logging_steps=30,
+            logging_steps=10,
             save_steps=10_000,
             max_length=None,
             seed=0,
@@ -293,11 +301,12 @@ def build_demo_guard(
     return root / "model", metrics
 
 
-_RECIPE: dict[str, Any] = {"epochs": 4, "learning_rate": 3e-3, "warmup": 0.05, "batch_size": 8}
+_RECIPE: dict[str, Any] = {"epochs": 8, "learning_rate": 3e-3, "warmup": 0.05, "batch_size": 4}
 """The R-SFT schedule of the demo guard (full fine-tuning of the tiny model)."""
 
-_TRAIN_CPU_SECONDS = 300.0
-"""Wall time of a build on 2 idle CPU cores (3.5 to 6.5 minutes measured); scaled by the cores."""
+_TRAIN_CPU_SECONDS = 180.0
+"""Wall time of a build on 2 idle CPU cores (an estimate: 9.6 minutes were measured on two cores
+shared with a load of 8); scaled by the cores."""
 
 
 def _training_bar(label: str) -> Any:
@@ -437,9 +446,11 @@ def _text_request(rng: random.Random) -> tuple[str, str | None, str]:
 
 
 def _request_step(category: str | None) -> str:
+    # The category comes first and its definition after it: one decision per step, which the
+    # rest of the reasoning (and the result's Categories line) follows from the tokens before it.
     if category is None:
-        return "Step 1: the request is an everyday question; no category applies."
-    return f"Step 1: the request asks about {_WHY[category]}; this is {category}."
+        return "Step 1: no category: the request is an everyday question."
+    return f"Step 1: {category}: the request asks about {_WHY[category]}."
 
 
 def _text_item(rng: random.Random) -> dict[str, Any]:
@@ -462,7 +473,7 @@ def _response_item(rng: random.Random) -> dict[str, Any]:
         step = "Step 2: the response refuses."
     else:
         response, response_category = _COMPLY[category].format(x=thing), category
-        step = f"Step 2: the response helps with {_WHY[category]}; this is {category}."
+        step = f"Step 2: {category}: the response helps with {_WHY[category]}."
     return {
         "request": request,
         "response": response,
@@ -477,9 +488,9 @@ def _image_item(rng: random.Random) -> dict[str, Any]:
     face = rng.random() < 0.5
     spec = {"face": face, "seed": rng.randrange(1 << 30)}
     step = (
-        "Step 1: the image shows a person's face; this is faces."
+        f"Step 1: faces: the image shows {_WHY['faces'].removeprefix('images that show ')}."
         if face
-        else "Step 1: the image shows no face; no category applies."
+        else "Step 1: no category: the image shows no face."
     )
     return {
         "request": rng.choice(_IMAGE_QUESTIONS),
