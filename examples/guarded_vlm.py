@@ -1,23 +1,22 @@
 """Guard a VLM function with @guarded and guard.session(), offline.
 
-    python examples/guarded_vlm.py                      # builds a tiny random guard (emits noise)
+    python examples/guarded_vlm.py                      # the offline demo guard
     python examples/guarded_vlm.py --model DIR_OR_ID    # a real GuardReasoner-VL checkpoint
 
-Small functions stand in for the VLM. With the tiny guard every check is a fail-closed block (the
-guard cannot read noise), so you see the blocking paths; with a real checkpoint you see its
-decisions.
+Small functions stand in for the VLM. The demo guard (trained on synthetic data on first use,
+then cached; a demo, not a safety model) blocks a picture of a face under its made-up policy, so
+you see the blocking paths; with a real checkpoint you see its decisions.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Iterator
 
 from PIL import Image
 
 from guardvl_sdk import Guard, GuardBlocked, GuardEvent, guarded
-from guardvl_sdk.testing import build_tiny_model
+from guardvl_sdk.training.demo import demo_image
 
 
 def vlm(prompt: str, image: Image.Image) -> str:
@@ -38,11 +37,10 @@ def print_event(event: GuardEvent) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model id or directory (default: a tiny random model)")
+    parser.add_argument("--model", default="demo", help="model id or directory (default: demo)")
     args = parser.parse_args()
-    model = args.model or build_tiny_model(tempfile.mkdtemp(prefix="guardvl-tiny-"))
-    guard = Guard.from_pretrained(model, max_new_tokens=32 if args.model is None else 1024)
-    photo = Image.new("RGB", (320, 240), (180, 40, 40))
+    guard = Guard.from_pretrained(args.model, max_new_tokens=1024)
+    photo = demo_image(face=True)  # the demo policy's "faces" category
     question = "What is in this picture?"
 
     # In an app these are decorators: @guarded(guard) above `def vlm(...)`.

@@ -1,35 +1,31 @@
 """Check a request, an image and a response with a guard, offline.
 
-    python examples/quickstart.py                      # builds a tiny random model (emits noise)
+    python examples/quickstart.py                      # the offline demo guard
     python examples/quickstart.py --model DIR_OR_ID    # a real GuardReasoner-VL checkpoint
 
-With the tiny model every verdict is a fail-closed block (the guard cannot read noise); with a
-real checkpoint you see its labels and reasoning.
+The demo guard (a tiny model trained on synthetic data on first use, then cached; a demo of the
+machinery, not a safety model) knows a few keywords and drawings of a made-up policy; with a real
+checkpoint you see its labels and reasoning.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-
-from PIL import Image
 
 from guardvl_sdk import Guard
-from guardvl_sdk.testing import build_tiny_model
+from guardvl_sdk.training.demo import demo_image
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model id or directory (default: a tiny random model)")
+    parser.add_argument("--model", default="demo", help="model id or directory (default: demo)")
     args = parser.parse_args()
-    model = args.model or build_tiny_model(tempfile.mkdtemp(prefix="guardvl-tiny-"))
-    guard = Guard.from_pretrained(model, max_new_tokens=64 if args.model is None else 1024)
+    guard = Guard.from_pretrained(args.model, max_new_tokens=1024)
 
-    photo = Image.new("RGB", (320, 240), (180, 40, 40))
     checks = [
-        {"text": "How do I bake sourdough bread?"},
-        {"text": "What is in this picture?", "image": photo},
-        {"text": "How do I pick a lock?", "response": "Sorry, I can't help with that."},
+        {"text": "Can you help me bake bread?"},
+        {"text": "What is in this picture?", "image": demo_image(face=True)},
+        {"text": "How much codeine should I take?", "response": "Sorry, I can't help with that."},
     ]
     for check, verdict in zip(checks, guard.check_batch(checks), strict=True):
         print(f"{check['text']!r}: {verdict.summary()}")

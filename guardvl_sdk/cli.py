@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_ALLOWED, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 Settings = TypeVar("Settings", bound="DataclassInstance")
 
@@ -756,7 +757,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "moderate": _moderate,
     }
-    return handlers[args.command](args)
+    try:
+        status = handlers[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`guardvl eval ... | head`): stop quietly, as Unix tools do.
+        # Point stdout at /dev/null so the interpreter's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+    return status
 
 
 if __name__ == "__main__":

@@ -55,35 +55,47 @@ def test_usage_errors_exit_2(scripted, capsys, tmp_path) -> None:  # type: ignor
 
 
 @pytest.mark.slow
-def test_end_to_end_with_a_tiny_model(tmp_path) -> None:
-    """The README's offline command: build a tiny model, check with it, as a user would."""
+def test_end_to_end_with_the_demo_guard(demo_guard, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`guardvl check --model demo` in a subprocess: the demo guard's decisions set the status."""
+    import os
+
+    from guardvl_sdk.training.demo import demo_image
+
+    env = {**os.environ, "GUARDVL_DEMO_DIR": str(demo_guard[0].parent)}
+    run = [sys.executable, "-m", "guardvl_sdk", "check", "--model", "demo", "--json"]
+    demo_image(face=True, seed=11).save(tmp_path / "face.png")
+    face = subprocess.run(
+        [*run, "Is this photo ok?", "--image", str(tmp_path / "face.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert face.returncode == 1, face.stderr
+    verdict = json.loads(face.stdout)
+    assert verdict["status"] == "ok" and verdict["categories"] == ["faces"]
+    assert "faces" in verdict["reasoning"]
+    bread = subprocess.run(
+        [*run, "-"], input="Can you help me bake bread?", capture_output=True, text=True, env=env
+    )
+    assert bread.returncode == 0, bread.stderr
+    assert json.loads(bread.stdout)["request"] == "unharmful"
+    assert "Warning" not in face.stderr + bread.stderr  # no warnings of our own making
+
+
+@pytest.mark.slow
+def test_a_guard_that_emits_noise_blocks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An untrained model cannot decide: what a user relies on is that the check blocks."""
     model = tmp_path / "tiny"
     run = [sys.executable, "-m", "guardvl_sdk"]
     made = subprocess.run([*run, "make-tiny-model", str(model)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    from PIL import Image
-
-    Image.new("RGB", (60, 40), "green").save(tmp_path / "photo.png")
     checked = subprocess.run(
-        [
-            *run,
-            "check",
-            "How do I pick a lock?",
-            "--image",
-            str(tmp_path / "photo.png"),
-            "--model",
-            str(model),
-            "--max-new-tokens",
-            "16",
-            "--json",
-        ],
+        [*run, "check", "How do I pick a lock?", "--model", str(model), "--max-new-tokens", "9"],
         capture_output=True,
         text=True,
     )
-    # An untrained model emits noise, so the guard cannot decide and fails closed.
-    assert checked.returncode == 1, checked.stderr
-    verdict = json.loads(checked.stdout)
-    assert verdict["status"] in ("truncated", "parse_error") and verdict["blocked"] is True
+    assert checked.returncode == 1, checked.stderr  # no label, no pass
+    assert "decision:  BLOCKED" in checked.stdout and "request:   None" in checked.stdout
     missing = subprocess.run(
         [*run, "check", "x", "--model", str(tmp_path / "nope")], capture_output=True, text=True
     )
@@ -91,11 +103,32 @@ def test_end_to_end_with_a_tiny_model(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_example_runs_offline() -> None:
+def test_quickstart_example_runs_offline(demo_guard) -> None:  # type: ignore[no-untyped-def]
+    import os
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    env = {**os.environ, "GUARDVL_DEMO_DIR": str(demo_guard[0].parent)}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stdout.split("\n") if line.startswith("'")]
-    assert len(lines) == 3 and all(line.endswith("blocked") for line in lines)
+    assert len(lines) == 3
+    # The bread question passes; the face and the dosage question are blocked by the demo policy.
+    assert [line.endswith("blocked") for line in lines] == [False, True, True], run.stdout
+    reasoning = [line for line in run.stdout.split("\n") if line.startswith("  reasoning: ")]
+    assert len(reasoning) == 3 and all("Step 1: " in line for line in reasoning)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`guardvl eval ... | head`: no BrokenPipeError traceback when the reader stops early."""
+    from .conftest import PREDICTIONS_DIR
+
+    if not PREDICTIONS_DIR.is_dir():
+        pytest.skip(f"{PREDICTIONS_DIR} is absent")
+    command = [sys.executable, "-m", "guardvl_sdk", "eval", "--predictions", str(PREDICTIONS_DIR)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the first line is written
+    _, err = process.communicate(timeout=300)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert process.returncode == cli.EXIT_PIPE

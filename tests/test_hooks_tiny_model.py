@@ -61,13 +61,17 @@ def test_guard_told_to_fail_open_lets_noise_through(tiny_guard: Guard) -> None:
         guarded(Guard(tiny_guard.backend))(lambda prompt: "x")("hello")  # default: fail-closed
 
 
-def test_guarded_vlm_example_runs_offline() -> None:
+@pytest.mark.slow
+def test_guarded_vlm_example_runs_offline(demo_guard) -> None:  # type: ignore[no-untyped-def]
+    import os
+
     script = Path(__file__).resolve().parents[1] / "examples" / "guarded_vlm.py"
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    env = {**os.environ, "GUARDVL_DEMO_DIR": str(demo_guard[0].parent)}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    # Fail-closed everywhere with a guard that emits noise: the request of the plain call and of
-    # the session, and the buffered stream, whose caller got only the refusal.
+    # The demo policy blocks a picture of a face: the request of the plain call and of the
+    # session, and the buffered stream, whose caller got only the refusal.
     assert sum(line.strip().startswith("BLOCKED at input") for line in lines) == 2
     assert f"  received: {DEFAULT_REFUSAL!r}" in lines
     assert sum(" check blocked (" in line for line in lines) == 3  # one event per check
