@@ -281,7 +281,7 @@ def build_demo_guard(
             progress=False,  # one labelled bar instead of the trainer's own
         )
         bars = [_training_bar("training the demo guard")] if progress else []
-        with _threads_for_a_tiny_model():
+        with _threads_for_a_tiny_model(), _no_dataset_bars():
             result = train_sft(settings, policy=DEMO_POLICY, records=records, callbacks=bars)
         for checkpoint in (work / "model").glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
@@ -332,6 +332,20 @@ def _training_bar(label: str) -> Any:
             self.bar.close()
 
     return Bar()
+
+
+@contextlib.contextmanager
+def _no_dataset_bars() -> Iterator[None]:
+    """No "Casting the dataset" bars from ``datasets``: the demo shows one bar of its own."""
+    from datasets.utils import logging as datasets_logging
+
+    shown = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
