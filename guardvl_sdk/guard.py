@@ -49,6 +49,7 @@ from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
 from guardvl_sdk.windows import combine_windows, split_windows
 
 if TYPE_CHECKING:
+    from guardvl_sdk.config import GuardConfig
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
 __all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
@@ -384,15 +385,20 @@ class Guard:
         )
 
     @classmethod
-    def from_config(cls, path: str | Path) -> Guard:
+    def from_config(cls, config: str | Path | GuardConfig) -> Guard:
         """Build the guard a configuration file describes (backend, policy, every option).
 
-        See :mod:`guardvl_sdk.config` for the schema. Raises
-        :class:`~guardvl_sdk.errors.ConfigurationError` naming the file and the bad key.
-        """
-        from guardvl_sdk.config import load_config
+        Args:
+            config: A configuration file, or a :class:`~guardvl_sdk.config.GuardConfig`
+                already loaded. See :mod:`guardvl_sdk.config` for the schema.
 
-        return load_config(path).build()
+        Raises:
+            ConfigurationError: The file is invalid; the message names the file and the key.
+        """
+        from guardvl_sdk.config import GuardConfig, load_config
+
+        loaded = config if isinstance(config, GuardConfig) else load_config(config)
+        return cls(**loaded.guard_arguments())
 
     @property
     def model_id(self) -> str:
