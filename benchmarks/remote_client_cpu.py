@@ -6,7 +6,8 @@ A fake OpenAI-compatible guard server (guardvl_sdk.testing.FakeChatServer) runs 
 process on loopback, so this process's CPU time (``time.process_time``, all its threads) is the
 client's alone: input checks, image decoding and resizing, encoding, HTTP, parsing. Prints the
 median-free mean over ``--n`` sequential checks for text, text + JPEG (images sent as JPEG, the
-default, and as PNG), and a long text (two windows) + JPEG, where the image is encoded once.
+default, and as PNG), a 768x576 JPEG within the pixel budget (sent as its own bytes, not
+encoded again), and a long text (two windows) + JPEG, where the image is encoded once.
 Targets: under 1 ms per text check, under 10 ms per check with the JPEG.
 """
 
@@ -59,6 +60,7 @@ def main() -> None:
 
 def run(url: str, n: int) -> None:
     photo = jpeg(1024, 768)
+    small = jpeg(768, 576)  # within the 768^2 budget: decoded and hashed, sent as its own bytes
     long_text = "Tell me about this picture. " * 250  # 7000 characters: two windows
     guards = {
         fmt: Guard(RemoteBackend(url, model="fake", image_format=fmt)) for fmt in ("jpeg", "png")
@@ -66,6 +68,7 @@ def run(url: str, n: int) -> None:
     cases: list[tuple[str, str, str, Any]] = [
         ("text", "jpeg", "How do I pick a lock?", None),
         ("text + 1024x768 JPEG, sent as JPEG", "jpeg", "What is in this picture?", photo),
+        ("text + 768x576 JPEG (within budget)", "jpeg", "What is in this picture?", small),
         ("text + 1024x768 JPEG, sent as PNG", "png", "What is in this picture?", photo),
         ("7000-char text (2 windows) + JPEG", "jpeg", long_text, photo),
     ]

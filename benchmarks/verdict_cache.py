@@ -5,19 +5,40 @@
 The guard runs as shipped with a ``VerdictCache``. A miss is a check of an input not seen before
 (a fresh request text each time, the same JPEG bytes); a hit repeats the first input. Prints the
 median of each and the ratio (target: a hit at least 100x faster than a miss, image included).
+
+The benchmark model's random weights never write a parseable verdict, and only ``ok`` verdicts
+are cached, so each generation (its full cost paid) is answered as a trained guard would
+answer: ``ValidAnswer`` below replaces the text, nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import statistics
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from _common import EOS_SCALE, bench_model, jpeg, load
 
 from guardvl_sdk import Guard
+from guardvl_sdk.backends.base import Generation
 from guardvl_sdk.cache import VerdictCache
+
+ANSWER = "<think>\nA benchmark.\n</think>\n<result>\nRequest: unharmful\nResponse: None\n</result>"
+
+
+class ValidAnswer:
+    """The benchmark model's generation, its text replaced by a parseable guard answer."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.model_id = backend, backend.model_id
+
+    def generate(self, prompts: Sequence[Any]) -> list[Generation]:
+        made = self.backend.generate(prompts)
+        return [dataclasses.replace(g, text=ANSWER, finished=True) for g in made]
 
 
 def main() -> None:
@@ -26,9 +47,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
 
-    guard = Guard.from_pretrained(
-        bench_model(eos_scale=EOS_SCALE), max_new_tokens=args.tokens, cache=VerdictCache()
-    )
+    model = Guard.from_pretrained(bench_model(eos_scale=EOS_SCALE), max_new_tokens=args.tokens)
+    guard = Guard(ValidAnswer(model.backend), cache=VerdictCache())
     counter = itertools.count()
     print(f"verdict cache, misses of up to {args.tokens} tokens, {args.runs} runs, medians")
     for kind, image in [("text", None), ("text + 1024x768 JPEG", jpeg(1024, 768))]:

@@ -93,10 +93,10 @@ class AuditRecord(BaseModel):
         *,
         text: str,
         response: str | None,
-        images: Sequence[Image.Image],
+        image_sha256: Sequence[str],
         include_content: bool,
     ) -> AuditRecord:
-        """Build the record of one check."""
+        """Build the record of one check (``image_sha256``: each image's :func:`image_hash`)."""
         return cls(
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             stage=verdict.stage,
@@ -109,7 +109,7 @@ class AuditRecord(BaseModel):
             policy=verdict.policy,
             text_sha256=content_hash(text),
             response_sha256=None if response is None else content_hash(response),
-            image_sha256=[image_hash(image) for image in images],
+            image_sha256=list(image_sha256),
             inspected=list(verdict.inspected),
             error=verdict.error,
             text=text if include_content else None,

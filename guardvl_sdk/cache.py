@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
+    from guardvl_sdk.inspection import SeenImage
     from guardvl_sdk.verdict import Verdict
 
 __all__ = ["CacheStats", "VerdictCache"]
@@ -36,9 +37,11 @@ class VerdictCache:
     """A thread-safe LRU of verdicts.
 
     The key covers the model, the policy (its full definition, not just its name), the request
-    text, the response, and each image's decoded pixels, so a hit is exactly the verdict the guard
-    would give again under greedy decoding. Only ``ok`` verdicts are stored: a failure is retried,
-    never replayed.
+    text, the response, and each image (the guard keys an image given encoded by its encoding and
+    the pixel budget, so a hit decodes nothing; any other by its decoded pixels), so a hit is
+    exactly the verdict the guard would give again under greedy decoding. With each verdict the
+    cache keeps what the check saw of its images (size and pixel hash), for the hit's receipt and
+    audit record. Only ``ok`` verdicts are stored: a failure is retried, never replayed.
 
     Args:
         maxsize: Most verdicts kept; the least recently used is dropped first.
@@ -48,7 +51,7 @@ class VerdictCache:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
-        self._items: OrderedDict[str, Verdict] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Verdict, tuple[SeenImage, ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
@@ -60,35 +63,51 @@ class VerdictCache:
         policy: str,
         text: str,
         response: str | None,
-        images: Sequence[Image.Image],
+        images: Sequence[Image.Image | str],
     ) -> str:
-        """The cache key of one check (a SHA-256 hex digest)."""
+        """The cache key of one check (a SHA-256 hex digest).
+
+        Each image is a PIL image (keyed by its pixels) or a str that already identifies it
+        (such as the hash of its encoding).
+        """
         digest = hashlib.sha256()
         for part in (model, policy, text, "\x00none" if response is None else response):
             encoded = part.encode("utf-8", "surrogatepass")
             digest.update(len(encoded).to_bytes(8, "big") + encoded)
         for image in images:
+            if isinstance(image, str):
+                encoded = image.encode()
+                digest.update(b"key:" + len(encoded).to_bytes(8, "big") + encoded)
+                continue
             digest.update(f"{image.mode}:{image.width}x{image.height}".encode())
             digest.update(hashlib.sha256(image.tobytes()).digest())
         return digest.hexdigest()
 
     def get(self, key: str) -> Verdict | None:
         """The cached verdict (marked ``cached=True``), or None; counts a hit or a miss."""
+        hit = self.lookup(key)
+        return None if hit is None else hit[0]
+
+    def lookup(self, key: str) -> tuple[Verdict, tuple[SeenImage, ...]] | None:
+        """The cached verdict (marked ``cached=True``) and what its check saw of its images, or
+        None; counts a hit or a miss."""
         with self._lock:
-            verdict = self._items.get(key)
-            if verdict is None:
+            item = self._items.get(key)
+            if item is None:
                 self._misses += 1
                 return None
             self._items.move_to_end(key)
             self._hits += 1
-        return verdict.model_copy(update={"cached": True, "latency_ms": 0.0})
+        verdict, images = item
+        return verdict.model_copy(update={"cached": True, "latency_ms": 0.0}), images
 
-    def put(self, key: str, verdict: Verdict) -> None:
-        """Store an ``ok`` verdict; anything else is ignored."""
+    def put(self, key: str, verdict: Verdict, images: Sequence[SeenImage] = ()) -> None:
+        """Store an ``ok`` verdict (with what its check saw of its images); anything else is
+        ignored."""
         if verdict.status.value != "ok":
             return
         with self._lock:
-            self._items[key] = verdict
+            self._items[key] = (verdict, tuple(images))
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)

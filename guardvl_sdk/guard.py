@@ -590,23 +590,31 @@ class Guard:
     def _prepare(self, item: CheckInput) -> _Check:
         began = time.perf_counter()
         content = self._inspect(item)
-        text, response, images = content.text, content.response, content.images
         key = None
         if self.cache is not None:
+            # Images are keyed by their encoding (and the pixel budget), known before decoding:
+            # a hit decodes, resizes and hashes nothing, and recalls the pixel hashes of its miss.
             key = VerdictCache.key(
                 model=self.model_id,
-                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}",
-                text=text,
-                response=response,
-                images=images,
+                policy=f"{self.policy.model_dump_json()}\x00threshold={self.threshold}"
+                f"\x00max_pixels={self.max_pixels}",
+                text=content.text,
+                response=content.response,
+                images=content.image_keys,
             )
-            cached = self.cache.get(key)
-            if cached is not None:
-                hit = cached.model_copy(update={"latency_ms": _ms_since(began)})
-                return _Check(content, [], key, verdict=self._receipted(content, hit))
+            hit = self.cache.lookup(key)
+            if hit is not None:
+                cached, seen = hit
+                content = content.recall(seen)
+                cached = cached.model_copy(update={"latency_ms": _ms_since(began)})
+                return _Check(content, [], key, verdict=self._receipted(content, cached))
+        content = content.load()
         windows = [
-            _Window(self.policy.render(request, images, answer), has_response=answer is not None)
-            for request, answer in self._windows(text, response)
+            _Window(
+                self.policy.render(request, content.images, answer),
+                has_response=answer is not None,
+            )
+            for request, answer in self._windows(content.text, content.response)
         ]
         return _Check(content, windows, key)
 
@@ -756,7 +764,8 @@ class Guard:
             update={"blocked": self._blocked(combined.status, combined.harmful is True)}
         )
         if self.cache is not None and check.key is not None:
-            self.cache.put(check.key, verdict)  # the guard's own verdict on this content
+            # the guard's own verdict on this content, with what it saw of the images
+            self.cache.put(check.key, verdict, images=check.content.seen)
         verdict = self._receipted(check.content, verdict)
         self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
@@ -819,7 +828,7 @@ class Guard:
                 verdict,
                 text=check.content.text,
                 response=check.content.response,
-                images=check.content.images,
+                image_sha256=[image.sha256 for image in check.content.seen],
                 include_content=self.audit.include_content,
             )
         )

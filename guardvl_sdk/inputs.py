@@ -41,6 +41,7 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_JPEG_SCAN_WORK",
     "MAX_SOURCE_PIXELS",
+    "SOURCE_JPEG",
     "ImageBudget",
     "ImageInput",
     "clean_text",
@@ -90,6 +91,11 @@ _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 4, "PA": 4, "I;16": 2, "I;16B": 2, "I;1
 
 MAX_ASPECT_RATIO = 200
 """Qwen2.5-VL's image processor refuses images more elongated than this."""
+
+SOURCE_JPEG = "guardvl_sdk.source_jpeg"
+"""The ``info`` key under which :func:`load_image` keeps the JPEG bytes an image was decoded from,
+when its pixels are exactly those bytes' (an RGB JPEG within the pixel budget, upright): a remote
+backend sends them as they are instead of encoding the pixels again."""
 
 
 @dataclass
@@ -198,7 +204,10 @@ def load_image(
             raise InvalidInputError(f"image file {named}: {exc}") from exc  # name the file
     else:
         image = _from_array(resolved, budget)
-    return _to_rgb(image, max_pixels)
+    rgb = _to_rgb(image, max_pixels)
+    if rgb is not image:  # resized, turned or converted: the source no longer encodes these pixels
+        rgb.info.pop(SOURCE_JPEG, None)
+    return rgb
 
 
 def read_image(
@@ -357,13 +366,16 @@ def _decode(
 
     decoder_limits(image, data, budget)
     width, height = image.size
-    if max_pixels is not None and image.format == "JPEG" and width * height > 4 * max_pixels:
-        image.draft("RGB", _fit_size(width, height, max_pixels))
+    drafted = max_pixels is not None and image.format == "JPEG" and width * height > 4 * max_pixels
+    if drafted:
+        image.draft("RGB", _fit_size(width, height, max_pixels or 0))
     try:
         # Never seek or count frames: a frame or directory chain is walked only to the first.
         image.load()
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidInputError(f"image data is corrupt or truncated: {exc}") from exc
+    if data is not None and image.format == "JPEG" and not drafted:
+        image.info[SOURCE_JPEG] = data  # load_image keeps it only if the pixels stay as decoded
     return image
 
 

@@ -2,7 +2,10 @@
 
 :func:`inspect_parts` turns the parts of a check (a conversation's, or a single request's) into
 the request text, images and response the policy renders, and the receipt
-(:attr:`~guardvl_sdk.verdict.Verdict.inspected`) that lists every part exactly once.
+(:attr:`~guardvl_sdk.verdict.Verdict.inspected`) that lists every part exactly once. An image
+given encoded (bytes or a ``data:`` URL) is only hashed there: it is decoded by
+:meth:`Inspection.load`, once the guard knows it has to be judged, so a verdict-cache hit
+(:meth:`Inspection.recall`) never decodes, resizes or hashes its pixels.
 :class:`ConversationMemory` is what makes a growing conversation cheap: a part already judged
 allowed in the same conversation is not sent again.
 """
@@ -13,7 +16,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.audit import content_hash, image_hash
@@ -24,7 +27,7 @@ from guardvl_sdk.verdict import InspectedPart
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ConversationMemory", "Inspection", "Unreadable", "inspect_parts"]
+__all__ = ["ConversationMemory", "Inspection", "SeenImage", "Unreadable", "inspect_parts"]
 
 Unreadable = Literal["raise", "block", "allow"]
 
@@ -69,24 +72,98 @@ class ConversationMemory:
 
 
 @dataclass(frozen=True)
+class SeenImage:
+    """What a check keeps of an image it sent: its size as the guard saw it and its pixel hash."""
+
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """An image the check sends: where its receipt entry is, its key, and its pixels once
+    decoded (None while an encoded source waits for :meth:`Inspection.load`)."""
+
+    entry: int
+    key: str
+    source: Any
+    image: Image.Image | None
+
+
+@dataclass(frozen=True)
 class Inspection:
     """The content of one check, ready for the policy, with its receipt.
 
     Attributes:
         text: The request slot's text.
-        images: The images sent, within the pixel budget, in order.
         response: The response slot's text, or None for a request check.
         receipt: Every part, once, in order.
-        keys: The parts to remember (by conversation-memory key) once the check is allowed.
         uninspected: What could not be read, one line per part (empty when all was read).
     """
 
     text: str
-    images: tuple[Image.Image, ...]
     response: str | None
     receipt: tuple[InspectedPart, ...]
-    keys: tuple[tuple[str, InspectedPart], ...]
     uninspected: tuple[str, ...]
+    _sent: tuple[_Sent, ...] = ()
+    _memory: tuple[tuple[str, int], ...] = ()  # (memory key, receipt index) of each part sent
+    _load: Callable[[Any], Image.Image] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def images(self) -> tuple[Image.Image, ...]:
+        """The images sent, within the pixel budget, in order (after :meth:`load`)."""
+        images = tuple(sent.image for sent in self._sent if sent.image is not None)
+        if len(images) != len(self._sent):
+            raise RuntimeError("the check's images are not loaded yet: call load() first")
+        return images
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        """One key per image sent, known before decoding: ``encoded:`` and the hash of its
+        encoding, or the hash of its pixels for an image given decoded (or from a file)."""
+        return tuple(sent.key for sent in self._sent)
+
+    @property
+    def seen(self) -> tuple[SeenImage, ...]:
+        """Size and pixel hash of each image sent (after :meth:`load` or :meth:`recall`)."""
+        entries = [self.receipt[sent.entry] for sent in self._sent]
+        return tuple(SeenImage(e.width or 0, e.height or 0, e.sha256) for e in entries)
+
+    @property
+    def keys(self) -> tuple[tuple[str, InspectedPart], ...]:
+        """The parts to remember (by conversation-memory key) once the check is allowed."""
+        return tuple((key, self.receipt[index]) for key, index in self._memory)
+
+    def load(self) -> Inspection:
+        """This inspection with every image decoded, within the pixel budget, and its pixels
+        hashed into the receipt.
+
+        Raises:
+            InvalidInputError: An image cannot be decoded or is over a bound.
+        """
+        if self._load is None or all(sent.image is not None for sent in self._sent):
+            return self
+        receipt, sent = list(self.receipt), []
+        for item in self._sent:
+            image = item.image
+            if image is None:
+                image = self._load(item.source)
+                fields = {"width": image.width, "height": image.height, "sha256": image_hash(image)}
+                receipt[item.entry] = receipt[item.entry].model_copy(update=fields)
+            sent.append(replace(item, image=image))
+        return replace(self, receipt=tuple(receipt), _sent=tuple(sent))
+
+    def recall(self, seen: Sequence[SeenImage]) -> Inspection:
+        """This inspection with the receipt's image entries taken from an earlier check of the
+        same content (a verdict-cache hit), without decoding anything."""
+        if len(seen) != len(self._sent):
+            raise ValueError(f"{len(seen)} images recalled for {len(self._sent)} sent")
+        receipt = list(self.receipt)
+        for item, facts in zip(self._sent, seen, strict=True):
+            fields = {"width": facts.width, "height": facts.height, "sha256": facts.sha256}
+            receipt[item.entry] = receipt[item.entry].model_copy(update=fields)
+        return replace(self, receipt=tuple(receipt))
 
 
 def inspect_parts(
@@ -117,10 +194,10 @@ def inspect_parts(
     """
     chain = ""
     entries: list[Part | int] = []  # what is sent, runs already judged as their count
-    images: list[Image.Image] = []
+    sent: list[_Sent] = []
     numbers: dict[int, int] = {}
     receipt: list[InspectedPart] = []
-    keys: list[tuple[str, InspectedPart]] = []
+    memorised: list[tuple[str, int]] = []
     uninspected: list[str] = []
     users = [p.message for p in parts if p.role == "user"]
     newest = users[-1] if users else None
@@ -142,7 +219,7 @@ def inspect_parts(
                 _receipt(part, source, conversation, status="not_inspected", reason=reason)
             )
             continue
-        # An encoded image is keyed by its encoding, so one judged earlier is not decoded again.
+        # An encoded image is keyed by its encoding and decoded only when sent (Inspection.load).
         image = None
         sha = _encoded_hash(part.image) if part.kind == "image" else _text_hash(part)
         if sha is None:
@@ -158,28 +235,31 @@ def inspect_parts(
             else:
                 entries.append(1)
             continue
-        if part.kind == "image" and image is None:
-            image = load_image(part.image)
-        if image is not None and sha.startswith("encoded:"):
-            sha = image_hash(image)  # the receipt names the pixels the guard saw
-        entry = _receipt(part, sha, conversation, image)
-        receipt.append(entry)
+        # The receipt names the pixels the guard saw: an encoded image's entry is filled in by
+        # Inspection.load (or recall), its width still None until then.
+        receipt.append(_receipt(part, sha, conversation, image))
         if memory is not None:
-            keys.append((chain, entry))
+            memorised.append((chain, len(receipt) - 1))
         if is_answer:
             continue
-        if image is not None:
-            images.append(image)
-            numbers[len(entries)] = len(images)
+        if part.kind == "image":
+            sent.append(_Sent(len(receipt) - 1, sha, part.image, image))
+            numbers[len(entries)] = len(sent)
         entries.append(part)
     text, _ = render_conversation(entries, numbers)
     response = None
     if answer is not None:
         response = render_answer([p for p in answer if p.kind != "image" and not p.unreadable])
-    if not text.strip() and not images:
+    if not text.strip() and not sent:
         raise InvalidInputError("nothing to check: give request text, an image, or both")
     return Inspection(
-        text, tuple(images), response, tuple(receipt), tuple(keys), tuple(uninspected)
+        text,
+        response,
+        tuple(receipt),
+        tuple(uninspected),
+        tuple(sent),
+        tuple(memorised),
+        load_image,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
 from typing import Any
 
@@ -11,7 +14,7 @@ from PIL import Image
 
 from guardvl_sdk import GUARDREASONER_VL, BackendError, Status
 from guardvl_sdk.backends.base import Prompt
-from guardvl_sdk.backends.chat_api import chat_messages, label_score, read_completion
+from guardvl_sdk.backends.chat_api import chat_messages, json_body, label_score, read_completion
 from guardvl_sdk.inputs import load_image
 
 RESULT = "<think>\nStep 1.\n</think>\n<result>\nRequest: harmful\nResponse: None\n</result>"
@@ -42,6 +45,45 @@ def tokens(*pieces: str | tuple[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 
 # -- messages ------------------------------------------------------------------------------------
+
+
+def jpeg(width: int, height: int, **save: Any) -> bytes:
+    pixels = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=80, **save)
+    return buffer.getvalue()
+
+
+def sent_bytes(source: bytes, max_pixels: int = 768 * 768) -> bytes:
+    prompt = GUARDREASONER_VL.render("What is this?", [load_image(source, max_pixels=max_pixels)])
+    (url,) = [
+        p["image_url"]["url"] for p in chat_messages(prompt)[1]["content"] if "image_url" in p
+    ]
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def test_a_jpeg_left_as_decoded_is_sent_as_its_own_bytes() -> None:
+    photo = jpeg(320, 240)
+    assert sent_bytes(photo) == photo  # the server decodes exactly the pixels the guard hashed
+
+
+def test_a_jpeg_the_guard_changed_is_encoded_from_its_pixels() -> None:
+    photo = jpeg(320, 240)
+    resized = sent_bytes(photo, max_pixels=100 * 100)
+    assert resized != photo and Image.open(io.BytesIO(resized)).size == (115, 86)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    turned = sent_bytes(jpeg(320, 240, exif=exif.tobytes()))
+    assert Image.open(io.BytesIO(turned)).size == (240, 320)
+
+
+def test_the_json_body_is_the_json_of_the_body() -> None:
+    photo = jpeg(64, 48)
+    prompt = GUARDREASONER_VL.render('Say "hi" \\ \u2028', [load_image(photo)] * 2)
+    body = {"model": "m", "messages": chat_messages(prompt), "temperature": 0.0, "x": [1, None]}
+    data = json_body(body)
+    assert json.loads(data) == body
+    assert data.count(base64.b64encode(photo)) == 2  # spliced in as they are
 
 
 def test_image_parts_become_png_data_urls_with_the_same_pixels() -> None:

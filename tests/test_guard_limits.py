@@ -146,3 +146,56 @@ async def test_async_backends_get_the_same_retries() -> None:
     verdicts = await Guard(backend, batch_size=4).acheck_batch(["a", "b", "c", "d"])
     assert all(v.status is Status.OK for v in verdicts)
     assert backend.sizes == [4, 2, 1, 1, 2, 1, 1]
+
+
+def jpeg_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_an_encoded_image_hit_decodes_nothing_and_keeps_the_pixel_hash(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import guardvl_sdk.guard as guard_module
+    from guardvl_sdk.audit import image_hash
+    from guardvl_sdk.inputs import load_image
+
+    decoded: list[Image.Image] = []
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(load_image(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(guard_module, "load_image", counting)
+    log = JsonlAuditLog(tmp_path / "a.jsonl")
+    backend = ScriptedBackend(by_keyword)
+    guard = Guard(backend, cache=VerdictCache(), audit=log, max_pixels=256 * 256)
+    photo = jpeg_bytes(1024, 768)
+    miss = guard.check("what is this?", image=photo)
+    assert len(decoded) == 1 and backend.calls == 1
+    hit = guard.check("what is this?", image=photo)
+    assert hit.cached and len(decoded) == 1 and backend.calls == 1  # not decoded again
+    pixels = image_hash(decoded[0])
+    assert [p.sha256 for p in miss.inspected if p.kind == "image"] == [pixels]
+    assert hit.inspected == miss.inspected  # the hit's receipt names the pixels of the miss
+    records = JsonlAuditLog.read(log.path)
+    assert [r.image_sha256 for r in records] == [[pixels], [pixels]]
+    assert records[1].inspected[1].width == decoded[0].width < 1024
+
+
+def test_the_pixel_budget_is_part_of_an_encoded_images_key() -> None:
+    backend, cache = ScriptedBackend(by_keyword), VerdictCache()
+    photo = jpeg_bytes(320, 240)
+    Guard(backend, cache=cache, max_pixels=256 * 256).check("q", image=photo)
+    other = Guard(backend, cache=cache, max_pixels=64 * 64).check("q", image=photo)
+    assert not other.cached and backend.calls == 2  # other pixels reach the model
+    assert other.inspected[1].width is not None and other.inspected[1].width < 80
+    again = Guard(backend, cache=cache, max_pixels=64 * 64).check("q", image=photo)
+    assert again.cached and again.inspected == other.inspected
+    assert not Guard(backend, cache=cache).check("q", image=jpeg_bytes(320, 240, 1)).cached

@@ -135,3 +135,39 @@ def test_concurrent_callers_get_their_own_outputs(tiny_guard: Guard) -> None:
         got = list(pool.map(lambda t: (t, tiny_guard.check(t).raw), texts * 2))
     assert all(raw == expected[t] for t, raw in got)
     assert len(set(expected.values())) > 1
+
+
+def test_the_windows_of_one_check_run_the_vision_encoder_once_per_image(
+    tiny_guard: Guard,
+) -> None:
+    """Prompts sharing an image object (the windows of one long check) encode it once, and
+    generate what prompts with their own copies of the image generate."""
+    backend = tiny_guard.backend
+    assert isinstance(backend, LocalBackend)
+    visual = next(m for name, m in backend.model.named_modules() if name.endswith("visual"))
+    patches: list[int] = []
+    hook = visual.register_forward_hook(lambda _m, args, _o: patches.append(args[0].shape[0]))
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (56, 84, 3), np.uint8))
+    windows = ["first window of a long request", "second window, another part of it"]
+    try:
+        shared = backend.generate([tiny_guard.policy.render(w, [image]) for w in windows])
+        per_image = patches.pop()
+        copies = backend.generate([tiny_guard.policy.render(w, [image.copy()]) for w in windows])
+        assert patches == [2 * per_image]  # without sharing: once per window
+    finally:
+        hook.remove()
+    assert [g.text for g in shared] == [g.text for g in copies]
+    assert [g.prompt_tokens for g in shared] == [g.prompt_tokens for g in copies]
+
+
+def test_a_long_check_with_an_image_encodes_it_once(tiny_guard: Guard) -> None:
+    guard = Guard(tiny_guard.backend, max_text_chars=200, window_overlap=20)
+    assert isinstance(guard.backend, LocalBackend)
+    visual = next(m for name, m in guard.backend.model.named_modules() if name.endswith("visual"))
+    calls: list[int] = []
+    hook = visual.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
+    try:
+        verdict = guard.check("word " * 100, image=IMAGE)  # 500 characters: 3 windows
+    finally:
+        hook.remove()
+    assert len(calls) == 1 and verdict.usage.prompt_tokens > 0

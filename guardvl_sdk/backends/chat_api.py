@@ -7,21 +7,26 @@ probabilities present or not.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import re
+import secrets
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.scoring import RESULT_END, label_side, label_token_index
 from guardvl_sdk.errors import BackendError
-from guardvl_sdk.inputs import to_data_url
+from guardvl_sdk.inputs import SOURCE_JPEG, to_data_url
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["chat_messages", "label_score", "read_completion"]
+__all__ = ["chat_messages", "json_body", "label_score", "read_completion"]
 
 # What a server says when generation ended by itself; anything else ("length", "abort", unknown)
 # counts as unfinished, so an incomplete answer is never read as a whole one.
@@ -34,8 +39,10 @@ def chat_messages(
     """Turn a rendered prompt's messages into chat completions messages.
 
     Each ``{"type": "image"}`` part becomes an ``image_url`` part holding the prompt's next image
-    as a ``data:`` URL (see :func:`~guardvl_sdk.inputs.to_data_url` for the formats); text parts
-    and string contents pass through unchanged. An image is encoded once while it lives: the
+    as a ``data:`` URL (see :func:`~guardvl_sdk.inputs.to_data_url` for the formats; as JPEG, an
+    image decoded from a JPEG and left as decoded is sent as its own bytes, which decode to
+    exactly its pixels, see :data:`~guardvl_sdk.inputs.SOURCE_JPEG`); text parts and string
+    contents pass through unchanged. An image is encoded once while it lives: the
     windows of one long check share their images, and reuse the encoding.
 
     Raises:
@@ -62,6 +69,41 @@ def chat_messages(
     return messages
 
 
+_BASE64_URL = re.compile(r"data:image/[a-z]+;base64,[A-Za-z0-9+/]*={0,2}")
+
+
+def json_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as compact UTF-8 JSON, with its images' base64 ``data:`` URLs spliced in.
+
+    Base64 needs no JSON escaping, so each URL (often a megabyte) is copied in as it is instead
+    of being scanned character by character by the JSON encoder. The result is the same JSON.
+    """
+    marker = f"guardvl-image-{secrets.token_hex(16)}-"
+    urls: list[str] = []
+
+    def swap(part: Any) -> Any:
+        url = part.get("image_url", {}).get("url") if isinstance(part, dict) else None
+        if part.get("type") != "image_url" or not isinstance(url, str):
+            return part
+        if not _BASE64_URL.fullmatch(url):
+            return part
+        urls.append(url)
+        return {**part, "image_url": {**part["image_url"], "url": f"{marker}{len(urls) - 1}"}}
+
+    messages = [
+        {**m, "content": [swap(p) for p in m["content"]]}
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        else m
+        for m in body.get("messages", ())
+    ]
+    data = json.dumps(
+        {**body, "messages": messages}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+    for index, url in enumerate(urls):
+        data = data.replace(f'"{marker}{index}"'.encode(), b'"' + url.encode("ascii") + b'"', 1)
+    return data
+
+
 class _Encodings:
     """The data URLs of recently encoded images, by image object, while each image lives.
 
@@ -83,7 +125,11 @@ class _Encodings:
             if entry is not None and entry[0]() is image:
                 self._items.move_to_end(key)
                 return entry[1]
-        url = to_data_url(image, format=image_format)
+        source = image.info.get(SOURCE_JPEG) if image_format == "jpeg" else None
+        if isinstance(source, bytes):  # the JPEG these pixels were decoded from, untouched
+            url = "data:image/jpeg;base64," + base64.b64encode(source).decode("ascii")
+        else:
+            url = to_data_url(image, format=image_format)
 
         def forget(_: object) -> None:  # the image is gone: so is its encoding
             with self._lock:

@@ -298,6 +298,10 @@ class LocalBackend:
                 inputs = prefix.move_padding(inputs)
                 extra["past_key_values"] = prefix.cache_for(len(prompts))
             inputs = {name: value.to(self.device) for name, value in inputs.items()}
+            shared = self._vision_once([image for p in prompts for image in p.images], inputs)
+            if shared is not None:
+                del inputs["pixel_values"]
+                extra["mm_encoder_outputs"] = shared
             forget_rope_deltas(self.model)
             recorder = _LabelLogits(*self._label_ids, device=self.device)
             stopping = self._stopping
@@ -315,6 +319,37 @@ class LocalBackend:
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
         return new_tokens, prompt_lengths, recorder
+
+    def _vision_once(self, images: list[Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The vision encoder's output for a batch whose prompts share images, each distinct
+        image encoded once (the windows of one long check send the same image objects); None
+        when no image repeats or the model takes no precomputed vision output.
+
+        ``generate`` takes it as ``mm_encoder_outputs`` (transformers >= 5) in place of
+        ``pixel_values``; the image grids stay, for the multimodal rope positions.
+        """
+        first: dict[int, int] = {}
+        slots = [first.setdefault(id(image), index) for index, image in enumerate(images)]
+        if len(first) == len(slots) or "image_grid_thw" not in inputs:
+            return None
+        supports = getattr(self.model, "_supports_mm_encoder_outputs", None)
+        if supports is None or not supports() or "pixel_values" not in inputs:
+            return None
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        grids = inputs["image_grid_thw"]
+        patches = torch.split(inputs["pixel_values"], grids.prod(-1).tolist())
+        distinct = list(first.values())
+        encoded = self.model.get_image_features(
+            pixel_values=torch.cat([patches[i] for i in distinct]),
+            image_grid_thw=grids[distinct],
+            return_dict=True,
+        ).pooler_output
+        by_first = dict(zip(distinct, encoded, strict=True))
+        shared = tuple(by_first[slot] for slot in slots)
+        # A tuple per image, as get_image_features itself returns it (the annotation says Tensor).
+        return {"image": BaseModelOutputWithPooling(pooler_output=shared)}  # type: ignore[arg-type]
 
     def _prefix(self, prompts: Sequence[Prompt]) -> InstructionPrefix | None:
         """The shared prefix of these prompts (their common system turn), computed once."""

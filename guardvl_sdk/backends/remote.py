@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from guardvl_sdk.backends.base import Generation, Prompt
-from guardvl_sdk.backends.chat_api import chat_messages, read_completion
+from guardvl_sdk.backends.chat_api import chat_messages, json_body, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
 from guardvl_sdk.backends.scoring import STOP_STRINGS
 from guardvl_sdk.bounded_http import (
@@ -68,6 +68,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest answer body read (4,096 tokens with top-5 log probabilities take about 3 MB)."""
 
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
+_JSON = {"Content-Type": "application/json"}
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
 
 
@@ -265,7 +266,8 @@ class RemoteBackend:
         error.__cause__ = exc
         return error
 
-    def _body(self, prompt: Prompt) -> dict[str, Any]:
+    def _body(self, prompt: Prompt) -> bytes:
+        """The request body of ``prompt``, encoded once (retries and other servers reuse it)."""
         try:
             messages = chat_messages(prompt, image_format=self.image_format)
         except ValueError as exc:
@@ -286,13 +288,15 @@ class RemoteBackend:
             body["logprobs"] = True
             body["top_logprobs"] = TOP_LOGPROBS
         body.update(self.extra_body)
-        return body
+        return json_body(body)
 
-    def _post(self, client: httpx2.Client, body: dict[str, Any], score_label: str) -> Generation:
+    def _post(self, client: httpx2.Client, body: bytes, score_label: str) -> Generation:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
-            request = client.build_request("POST", f"{url}/chat/completions", json=body)
+            request = client.build_request(
+                "POST", f"{url}/chat/completions", content=body, headers=_JSON
+            )
             try:
                 with deadline(self.timeout):
                     response = client.send(request, stream=True)
@@ -315,14 +319,16 @@ class RemoteBackend:
         self,
         client: httpx2.AsyncClient,
         slots: asyncio.Semaphore,
-        body: dict[str, Any],
+        body: bytes,
         score_label: str,
     ) -> Generation:
         """One attempt, async: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         async with slots:
             for url in self.pool.order():
-                request = client.build_request("POST", f"{url}/chat/completions", json=body)
+                request = client.build_request(
+                    "POST", f"{url}/chat/completions", content=body, headers=_JSON
+                )
                 try:
                     with deadline(self.timeout):
                         response = await client.send(request, stream=True)
