@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import bench_model, force_tokens, interleaved, median_ms
+from _common import bench_model, force_tokens, interleaved, load, median_ms
 
 from guardvl_sdk import Generation, Guard, InvalidInputError, Prompt
 
@@ -214,7 +214,7 @@ def main() -> None:
     print(
         f"shipped, wall time (median of {args.runs}, interleaved): turn 1 {t1:.0f} ms "
         f"({counted_1.tokens} real prompt tokens), turn {n} {tn:.0f} ms ({counted_n.tokens} "
-        f"real prompt tokens): turn {n} / turn 1 = {tn / t1:.2f}x (target <= 1.5x)"
+        f"real prompt tokens): turn {n} / turn 1 = {tn / t1:.2f}x (target <= 1.5x), {load()}"
     )
 
 

@@ -27,6 +27,9 @@ class CheckInput:
     memory: bool = True
     """Use (and grow) the guard's conversation memory for ``messages``; False judges the
     conversation alone, as the eval harness does with multi-turn items."""
+    response_offset: int | None = None
+    """For a slice of a streamed answer: where ``response``'s text starts in the whole answer
+    (the receipt records it); None for an answer checked whole, not streamed."""
 
 
 BatchItem = CheckInput | Mapping[str, Any] | str

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from guardvl_sdk.errors import InvalidInputError
@@ -85,6 +85,7 @@ class Part:
         name: The tool's name, for a tool call or a tool result.
         unreadable: Why the guard cannot read this part; None for a readable one.
         source: The raw part, hashed for the receipt of an unreadable part.
+        offset: For the text of a streamed answer's slice, where it starts in the whole answer.
     """
 
     kind: PartKind
@@ -95,6 +96,7 @@ class Part:
     name: str | None = None
     unreadable: str | None = None
     source: str | None = None
+    offset: int | None = None
 
 
 def as_message(message: Any) -> Message:
@@ -128,20 +130,23 @@ def read_messages(messages: Sequence[Any]) -> list[Part]:
     return parts
 
 
-def read_answer(answer: str | Any, index: int) -> list[Part]:
+def read_answer(answer: str | Any, index: int, offset: int | None = None) -> list[Part]:
     """The parts of an assistant answer to check: a str, or an assistant message (tool calls).
 
     Args:
         answer: The answer's text, or an assistant message mapping / object.
         index: The message index the answer gets (the length of the conversation before it).
+        offset: For a streamed answer, where its text starts in the whole answer.
     """
     if isinstance(answer, str):
-        return [Part("text", "assistant", index, text=clean_text(answer, what="response"))]
+        text = clean_text(answer, what="response")
+        return [Part("text", "assistant", index, text=text, offset=offset)]
     message = dict(as_message(answer))
     message.setdefault("role", "assistant")
     if message["role"] != "assistant":
         raise InvalidInputError(f"an answer is an assistant message, not role {message['role']!r}")
-    return _read_message(message, index)
+    parts = _read_message(message, index)
+    return [replace(p, offset=offset) if p.kind == "text" else p for p in parts]
 
 
 def render_answer(parts: Sequence[Part]) -> str:
@@ -222,7 +227,8 @@ def from_responses_input(input: Any, instructions: Any = None) -> list[dict[str,
 
     Message items keep their role and content; a ``function_call`` item becomes an assistant
     message with that tool call; a ``function_call_output`` item a tool message; ``reasoning``
-    items the assistant's text. Any other item type (item references, hosted tools' calls)
+    items the assistant's text (summary and reasoning text; encrypted reasoning is unreadable).
+    Any other item type (item references, hosted tools' calls)
     raises, so nothing passes unread.
 
     Raises:
@@ -256,10 +262,7 @@ def from_responses_input(input: Any, instructions: Any = None) -> list[dict[str,
                 {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
             )
         elif kind == "reasoning":
-            summary = [
-                s.get("text", "") for s in item.get("summary") or [] if isinstance(s, Mapping)
-            ]
-            messages.append({"role": "assistant", "content": "\n".join(summary)})
+            messages.append({"role": "assistant", "content": _reasoning_parts(item)})
         else:
             raise InvalidInputError(
                 f"{where}: cannot check a responses input item of type {kind!r} (messages, "
@@ -286,10 +289,7 @@ def from_responses_output(output: Sequence[Any]) -> dict[str, Any]:
             call = {"name": item.get("name"), "arguments": item.get("arguments", "")}
             calls.append({"type": "function", "id": item.get("call_id"), "function": call})
         elif kind == "reasoning":
-            summary = [
-                s.get("text", "") for s in item.get("summary") or [] if isinstance(s, Mapping)
-            ]
-            content.append({"type": "text", "text": "\n".join(summary)})
+            content += _reasoning_parts(item)
         else:
             raise InvalidInputError(
                 f"output[{index}]: cannot check a response output item of type {kind!r}"
@@ -298,6 +298,21 @@ def from_responses_output(output: Sequence[Any]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+def _reasoning_parts(item: Message) -> list[dict[str, Any]]:
+    """A reasoning item's content parts: its summary and its reasoning text, both read; its
+    encrypted reasoning (opaque to the guard) an unreadable part."""
+    texts = [
+        part.get("text", "")
+        for key in ("summary", "content")
+        for part in item.get(key) or []
+        if isinstance(part, Mapping)
+    ]
+    parts: list[dict[str, Any]] = [{"type": "text", "text": "\n".join(texts)}]
+    if item.get("encrypted_content"):
+        parts.append({"type": "encrypted_reasoning", "data": item["encrypted_content"]})
+    return parts
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -359,7 +374,7 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
             if isinstance(image, str):
                 image = _image_url(image, where, "an image part")
             parts.append(Part("image", role, index, image=image))
-        elif kind in ("input_audio", "audio", "file", "input_file"):
+        elif kind in ("input_audio", "audio", "file", "input_file", "encrypted_reasoning"):
             parts.append(_unreadable(role, index, f"a content part of type {kind!r}", part))
         else:
             raise InvalidInputError(
@@ -417,6 +432,8 @@ def _render_run(
             tool = f": {escape(part.name)}" if part.name else ""
             lines += [f"[message {part.message}, tool result{tool}]", escape(part.text or "")]
             last = part.message
+        elif part.kind == "text" and not part.text:
+            continue  # an empty text (a tool-calling turn's content ""): nothing to show
         else:
             if part.message != last:
                 lines.append(f"[message {part.message}, {part.role}]")

@@ -301,6 +301,7 @@ def _receipt(
             "kind": part.kind,
             "role": part.role,
             "message": part.message if conversation else None,
+            "offset": part.offset,
             "chars": None if part.text is None else len(part.text),
             "width": image.width if image is not None else None,
             "height": image.height if image is not None else None,

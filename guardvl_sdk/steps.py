@@ -128,7 +128,8 @@ def read_item(
         parts += [Part("image", "user", 0, image=s) for s in sources if s is not None]
     answer = None
     if item.response is not None:
-        answer = read_answer(item.response, len(item.messages or ()) if conversation else 1)
+        index = len(item.messages or ()) if conversation else 1
+        answer = read_answer(item.response, index, item.response_offset)
     budget = ImageBudget()  # one per check: the images sent (not those judged earlier)
     return inspect_parts(
         parts,

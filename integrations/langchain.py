@@ -111,6 +111,25 @@ def _answer(message: BaseMessage) -> str | dict[str, Any]:
     return str(message.text)
 
 
+def _streamed_answer(text: str, chunks: list[AIMessageChunk]) -> str | dict[str, Any]:
+    """A streamed answer as the final check judges it: its text, with the tool calls its chunks
+    assembled (each field's pieces concatenated by call index, the arguments as streamed, so
+    arguments that do not parse are judged too)."""
+    pieces = [call for chunk in chunks for call in chunk.tool_call_chunks]
+    if not pieces:
+        return text
+    calls: dict[Any, dict[str, Any]] = {}
+    for n, piece in enumerate(pieces):
+        key = piece.get("index") if piece.get("index") is not None else f"#{n}"
+        call = calls.setdefault(
+            key, {"type": "function", "id": None, "function": {"name": "", "arguments": ""}}
+        )
+        call["id"] = call["id"] or piece.get("id")
+        call["function"]["name"] += piece.get("name") or ""
+        call["function"]["arguments"] += piece.get("args") or ""
+    return {"role": "assistant", "content": text, "tool_calls": list(calls.values())}
+
+
 def _read(value: Any) -> Request:
     reader = RequestReader()
     _read_into(value, "the input", reader)
@@ -594,10 +613,13 @@ class GuardedChatModel(BaseChatModel):
     # -- streaming ----------------------------------------------------------------------------
 
     def _gates(self) -> OneAnswer[AIMessageChunk, ChatGenerationChunk]:
+        # Tool-call chunks are held from the first on and judged whole by the final check.
         return OneAnswer(
             self._options().stream,
             lambda chunk: str(chunk.text),
             lambda chunk: ChatGenerationChunk(message=chunk),
+            held=lambda chunk: bool(chunk.tool_call_chunks),
+            answer_of=_streamed_answer,
         )
 
     def _stream_block(self, verdict: Verdict, withheld: str | None) -> ChatGenerationChunk:
@@ -643,7 +665,7 @@ class GuardedChatModel(BaseChatModel):
         yield from guard_stream(
             chunks,
             gates,
-            lambda text, partial: reporter.check(request, text, partial),
+            lambda due, partial: reporter.check_due(request, due, partial),
             self._stream_blocked(gates),
             close=close,
         )
@@ -672,11 +694,13 @@ class GuardedChatModel(BaseChatModel):
                 await aclose()
             return
         gates = self._gates()
-
-        async def check(text: str, partial: bool) -> Verdict:
-            return await reporter.acheck(request, text, partial)
-
-        guarded = aguard_stream(chunks, gates, check, self._stream_blocked(gates), close=aclose)
+        guarded = aguard_stream(
+            chunks,
+            gates,
+            lambda due, partial: reporter.acheck_due(request, due, partial),
+            self._stream_blocked(gates),
+            close=aclose,
+        )
         try:
             async for item in guarded:
                 yield item

@@ -1,9 +1,10 @@
-"""OpenAI client: ``guard_openai(client, guard)`` guards chat completions, same call, same types.
+"""OpenAI client: ``guard_openai(client, guard)`` guards chat completions and the Responses API.
 
 ::
 
     client = guard_openai(OpenAI(base_url=..., api_key=...), guard)  # or AsyncOpenAI
     client.chat.completions.create(model=..., messages=[...], stream=True)  # now guarded
+    client.responses.create(model=..., input=[...], stream=True)  # guarded too
 
 The wrapper never touches the client it wraps: it is a proxy whose ``chat.completions.create``
 checks the user turns of ``messages`` (text parts, ``image_url`` parts with ``data:`` URLs;
@@ -11,9 +12,12 @@ checks the user turns of ``messages`` (text parts, ``image_url`` parts with ``da
 choice (``n > 1`` included; one of tool calls only as an empty answer) after it, in the context
 of the request. A streamed answer is
 checked while it streams with the middleware's rules (``stream_every``, ``stream_window``,
-``buffered``; see :func:`~guardvl_sdk.hooks.guarded`). Everything else passes through to the
+``buffered``; see :func:`~guardvl_sdk.hooks.guarded`); its tool calls are assembled from their
+deltas and judged whole with its text by the final check, the chunks from the first tool-call
+delta on held until then. ``responses.create`` follows the same rules (see
+:mod:`guardvl_sdk.integrations.openai_responses`). Everything else passes through to the
 client (``client.models.list()``, ``client.chat.completions.retrieve(...)``), except the other
-ways to generate (``responses``, legacy ``completions``, ``realtime``, ``beta``, and
+ways to generate (legacy ``completions``, ``realtime``, ``beta``, and
 ``chat.completions.parse`` / ``stream`` / ``with_raw_response`` / ``with_streaming_response``),
 which raise :class:`~guardvl_sdk.errors.ConfigurationError` rather than run unguarded; use
 ``wrapped.unguarded`` (the original client) for them on purpose.
@@ -50,6 +54,7 @@ from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     CheckMode,
+    Due,
     GuardEvent,
     HookOptions,
     Reporter,
@@ -70,7 +75,6 @@ CONTENT_FILTER: Literal["content_filter"] = "content_filter"
 # request methods (post, request) and batches reach /chat/completions around the guard.
 _UNGUARDED_CLIENT = frozenset(
     {
-        "responses",
         "completions",
         "realtime",
         "beta",
@@ -239,6 +243,8 @@ class GuardedOpenAI(_Proxy):
 
     Attributes:
         chat: ``chat.completions.create`` checks; the rest of ``chat`` passes through.
+        responses: ``responses.create`` checks (see
+            :mod:`~guardvl_sdk.integrations.openai_responses`).
         unguarded: The original client, untouched.
         guard: The guard.
     """
@@ -251,6 +257,9 @@ class GuardedOpenAI(_Proxy):
         self.guard = guard
         self._options = options
         self.chat = _GuardedChat(client.chat, Completions(client.chat.completions, guard, options))
+        from guardvl_sdk.integrations.openai_responses import Responses  # it builds on this module
+
+        self.responses = Responses(client.responses, guard, options)
 
     def with_options(self, **kwargs: Any) -> GuardedOpenAI:
         """The client's ``with_options(...)``, guarded the same way."""
@@ -275,6 +284,9 @@ class AsyncGuardedOpenAI(_Proxy):
         self.chat = _GuardedChat(
             client.chat, AsyncCompletions(client.chat.completions, guard, options)
         )
+        from guardvl_sdk.integrations.openai_responses import AsyncResponses
+
+        self.responses = AsyncResponses(client.responses, guard, options)
 
     def with_options(self, **kwargs: Any) -> AsyncGuardedOpenAI:
         """The client's ``with_options(...)``, guarded the same way."""
@@ -389,17 +401,20 @@ def _choices(kwargs: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def _refuse_unknown_fields(kwargs: dict[str, Any]) -> None:
-    """Refuse any create() argument, or extra_body field, outside the allowlist."""
-    unknown = sorted(set(kwargs) - _FORWARDED)
+def _refuse_unknown_fields(
+    kwargs: dict[str, Any], forwarded: frozenset[str] = _FORWARDED, what: str = "guard_openai"
+) -> None:
+    """Refuse any create() argument, or extra_body field, outside the allowlist ``forwarded``."""
+    unknown = sorted(set(kwargs) - forwarded)
     extra = kwargs.get("extra_body")
     if extra is not None and not isinstance(extra, dict):
         raise ConfigurationError("guard_openai: extra_body must be a dict")
     unknown += [f"extra_body[{key!r}]" for key in sorted(set(extra or {}) - _FORWARDED_EXTRA_BODY)]
     if unknown:
         raise ConfigurationError(
-            f"guard_openai does not forward {', '.join(unknown)}: the guard would not see what "
-            "it sends (call .unguarded on purpose to send it without the guard)"
+            f"{what} does not forward {', '.join(unknown)}: the guard would not see what it "
+            "sends, or would not judge what comes back (call .unguarded on purpose to send it "
+            "without the guard)"
         )
 
 
@@ -442,49 +457,66 @@ def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
 class _Choices:
     """The choices of one streamed completion, each held back by its own stream gate.
 
-    The :class:`~guardvl_sdk.hooks.Gates` of an OpenAI stream: the stream drivers run it.
+    The :class:`~guardvl_sdk.hooks.Gates` of an OpenAI stream: the stream drivers run it. A
+    choice's text (reasoning, content, refusal) is checked as it streams; its tool calls are
+    assembled from their deltas and judged whole with its text by the final check, and the chunks
+    from the first tool-call delta on are held until that check passed: a blocked call is never
+    delivered.
     """
 
     options: StreamOptions
     streams: dict[int, StreamGate[ChatCompletionChunk]] = field(default_factory=dict)
+    calls: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # choice -> calls
     tail: list[ChatCompletionChunk] = field(default_factory=list)  # usage chunks: at the end
     id: str | None = None
     model: str = ""
     finished: set[int] = field(default_factory=set)  # choices whose finish_reason came
 
-    def add(self, chunk: ChatCompletionChunk) -> list[tuple[int, str]]:
-        """Hold a chunk; return the (choice, text) checks due now."""
+    def add(self, chunk: ChatCompletionChunk) -> list[Due]:
+        """Hold a chunk; return the checks due now."""
         self.id = self.id or chunk.id
         self.model = chunk.model
         if not chunk.choices:
             self.tail.append(chunk)
             return []
-        due: list[tuple[int, str]] = []
+        due: list[Due] = []
         for choice in chunk.choices:  # one choice per chunk, as servers send them
             part = (
                 chunk if len(chunk.choices) == 1 else chunk.model_copy(update={"choices": [choice]})
             )
             if choice.finish_reason is not None:
                 self.finished.add(choice.index)
-            added = _reasoning(choice.delta) + (choice.delta.content or "")
-            text = self._gate(choice.index).add(part, added)
-            if text is not None:
-                due.append((choice.index, text))
+            delta = choice.delta
+            calls = self._add_calls(choice.index, delta)
+            added = _reasoning(delta) + (delta.content or "") + (delta.refusal or "")
+            checked = self._gate(choice.index).add(part, added, to_end=calls)
+            if checked is not None:
+                due.append(Due(choice.index, *checked))
         return due
 
     def release(self, key: int) -> list[ChatCompletionChunk]:
         """The chunks of choice ``key`` a passed mid-stream check lets out."""
         return self.streams[key].release()
 
-    def finish(self) -> list[tuple[int, str]]:
-        """The final checks: each choice's whole answer (an empty one too), unless checked."""
+    def finish(self) -> list[Due]:
+        """The final checks: each choice's whole answer (an empty one too), unless checked.
+
+        A choice that made tool calls is judged as the assistant message: its text and calls.
+        """
         if not self.streams:
             self._gate(0)  # a stream with no choice at all is an empty answer, checked too
         due = []
         for index, stream in self.streams.items():
             text = stream.finish()
-            if text is not None:
-                due.append((index, text))
+            if text is None:
+                continue
+            calls = self.calls.get(index)
+            if not calls:
+                due.append(Due(index, text))
+                continue
+            ordered = [calls[i] for i in sorted(calls)]
+            message = {"role": "assistant", "content": text, "tool_calls": ordered}
+            due.append(Due(index, message))
         return due
 
     def open(self, blocked: int) -> list[int]:
@@ -502,6 +534,26 @@ class _Choices:
 
     def _gate(self, index: int) -> StreamGate[ChatCompletionChunk]:
         return self.streams.setdefault(index, StreamGate(self.options))
+
+    def _add_calls(self, index: int, delta: ChoiceDelta) -> bool:
+        """Assemble the tool-call deltas of a choice (as openai's own accumulator does: the
+        pieces of each field concatenated); True when the delta carried any."""
+        pieces: list[tuple[int, str | None, str | None, Any]] = [
+            (call.index, call.id, call.type, call.function) for call in delta.tool_calls or []
+        ]
+        if delta.function_call is not None:  # the legacy single call
+            pieces.append((-1, None, "function", delta.function_call))
+        calls = self.calls.setdefault(index, {})
+        for at, id_, type_, function in pieces:
+            call = calls.setdefault(
+                at, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            call["id"] = id_ or call["id"]
+            call["type"] = type_ or call["type"]
+            if function is not None:
+                call["function"]["name"] += function.name or ""
+                call["function"]["arguments"] += function.arguments or ""
+        return bool(pieces)
 
 
 # -- sync -----------------------------------------------------------------------------------
@@ -587,7 +639,7 @@ class Completions(_Guarding):
             guarded = guard_stream(
                 result,
                 choices,
-                lambda text, partial: self._reporter.check(request, text, partial),
+                lambda due, partial: self._reporter.check_due(request, due, partial),
                 self._stream_blocked(choices),
                 close=result.close,  # stops the server's generation when blocked or abandoned
             )
@@ -676,12 +728,12 @@ class AsyncCompletions(_Guarding):
             return AsyncGuardedStream(result.__aiter__(), result) if stream else result
         if stream:
             choices = _Choices(self._options.stream)
-
-            async def check(text: str, partial: bool) -> Verdict:
-                return await self._reporter.acheck(request, text, partial)
-
             guarded = aguard_stream(
-                result, choices, check, self._stream_blocked(choices), close=result.close
+                result,
+                choices,
+                lambda due, partial: self._reporter.acheck_due(request, due, partial),
+                self._stream_blocked(choices),
+                close=result.close,
             )
             return AsyncGuardedStream(guarded, result)
         answers = _answers(result)

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from guardvl_sdk import ConfigurationError, guarded
-from guardvl_sdk.hooks import HookOptions, StreamOptions, aguard_stream, guard_stream
+from guardvl_sdk.hooks import Due, HookOptions, StreamOptions, aguard_stream, guard_stream
 from guardvl_sdk.hooks.stream import OneAnswer
 from guardvl_sdk.integrations.langchain import GuardedChatModel
 from guardvl_sdk.integrations.openai import guard_openai
@@ -90,9 +90,10 @@ def test_stream_driver_releases_only_what_a_passed_check_covers() -> None:
     checks: list[tuple[str, bool]] = []
     closed: list[bool] = []
 
-    def check(text: str, partial: bool) -> Verdict:
-        checks.append((text, partial))
-        return blocked if "bad" in text else allowed
+    def check(due: Due, partial: bool) -> Verdict:
+        assert isinstance(due.answer, str) and due.offset == 0  # no window: all the text so far
+        checks.append((due.answer, partial))
+        return blocked if "bad" in due.answer else allowed
 
     def run(chunks: list[str]) -> list[str]:
         gates: OneAnswer[str, str] = OneAnswer(StreamOptions(every=4), lambda c: c)
@@ -115,7 +116,7 @@ def test_async_stream_driver_closes_the_upstream_when_abandoned() -> None:
         for i in range(100):
             yield f"chunk {i} "
 
-    async def check(text: str, partial: bool) -> Verdict:
+    async def check(due: Due, partial: bool) -> Verdict:
         return allowed
 
     async def close() -> None:

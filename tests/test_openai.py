@@ -179,7 +179,7 @@ def test_wraps_without_mutating_and_passes_the_rest_through() -> None:
 def test_unguarded_ways_to_generate_are_refused() -> None:
     guarded = guard_openai(make_client(Upstream(default_answer)), scripted()[0])
     for attempt in (
-        lambda: guarded.responses,
+        lambda: guarded.responses.retrieve,  # responses.create is guarded (test_openai_responses)
         lambda: guarded.completions,
         lambda: guarded.chat.completions.parse,
         lambda: guarded.chat.completions.with_raw_response,

@@ -34,7 +34,14 @@ from guardvl_sdk.hooks.options import (
 )
 from guardvl_sdk.hooks.session import GuardSession
 from guardvl_sdk.hooks.signature import IMAGE_PARAMETERS, TEXT_PARAMETERS
-from guardvl_sdk.hooks.stream import Gates, OneAnswer, StreamGate, aguard_stream, guard_stream
+from guardvl_sdk.hooks.stream import (
+    Due,
+    Gates,
+    OneAnswer,
+    StreamGate,
+    aguard_stream,
+    guard_stream,
+)
 
 __all__ = [
     "DEFAULT_REFUSAL",
@@ -43,6 +50,7 @@ __all__ = [
     "BlockMode",
     "BlockedCall",
     "CheckMode",
+    "Due",
     "Gates",
     "GuardEvent",
     "GuardSession",

@@ -282,7 +282,7 @@ def _gen_wrapper(call: _Guarded) -> Callable[..., Any]:
         yield from guard_stream(
             chunks,
             gates,
-            lambda text, partial: call.reporter.check(request, text, partial),
+            lambda due, partial: call.reporter.check_due(request, due, partial),
             call.stream_blocked(gates, args, kwargs),
             close=chunks.close,  # stops the VLM's generation when blocked or abandoned
         )
@@ -309,12 +309,12 @@ def _async_gen_wrapper(call: _Guarded) -> Callable[..., Any]:
                 await chunks.aclose()
             return
         gates = call.gates()
-
-        async def check(text: str, partial: bool) -> Verdict:
-            return await call.reporter.acheck(request, text, partial)
-
         guarded_chunks = aguard_stream(
-            chunks, gates, check, call.stream_blocked(gates, args, kwargs), close=chunks.aclose
+            chunks,
+            gates,
+            lambda due, partial: call.reporter.acheck_due(request, due, partial),
+            call.stream_blocked(gates, args, kwargs),
+            close=chunks.aclose,
         )
         try:
             async for item in guarded_chunks:

@@ -18,6 +18,7 @@ from guardvl_sdk.checks import CheckInput
 if TYPE_CHECKING:
     from guardvl_sdk.conversation import Message
     from guardvl_sdk.hooks.messages import Request
+    from guardvl_sdk.hooks.stream import Due
     from guardvl_sdk.verdict import Stage, Verdict
 
 __all__ = ["BlockedCall", "GuardEvent", "Guardian", "Reporter"]
@@ -93,20 +94,37 @@ class Reporter:
     on_verdict: Callable[[GuardEvent], Any] | None = None
 
     def check(
-        self, request: Request, response: str | Message | None = None, partial: bool = False
+        self,
+        request: Request,
+        response: str | Message | None = None,
+        partial: bool = False,
+        offset: int | None = None,
     ) -> Verdict:
         """Check the request, or with ``response`` the answer in its context; report it.
 
         ``response`` is the answer's text, or an assistant message (its tool calls are judged
-        as part of the answer).
+        as part of the answer). ``offset``: for a streamed answer, where the checked text starts
+        in the whole answer (recorded in the receipt).
         """
-        return self.check_answers(request, [response], partial)[0]
+        return self.check_inputs([request.check_input(response, offset)], partial)[0]
 
     async def acheck(
-        self, request: Request, response: str | Message | None = None, partial: bool = False
+        self,
+        request: Request,
+        response: str | Message | None = None,
+        partial: bool = False,
+        offset: int | None = None,
     ) -> Verdict:
         """Like :meth:`check`, without blocking the event loop."""
-        return (await self.acheck_answers(request, [response], partial))[0]
+        return (await self.acheck_inputs([request.check_input(response, offset)], partial))[0]
+
+    def check_due(self, request: Request, due: Due, partial: bool) -> Verdict:
+        """The check a stream gate says is due (see :func:`~guardvl_sdk.hooks.guard_stream`)."""
+        return self.check(request, due.answer, partial, due.offset)
+
+    async def acheck_due(self, request: Request, due: Due, partial: bool) -> Verdict:
+        """Like :meth:`check_due`, without blocking the event loop."""
+        return await self.acheck(request, due.answer, partial, due.offset)
 
     def check_answers(
         self, request: Request, answers: Sequence[str | Message | None], partial: bool = False

@@ -41,14 +41,17 @@ class Request:
     images: list[Any] = field(default_factory=list)
     messages: tuple[Message, ...] | None = None
 
-    def check_input(self, response: str | Message | None = None) -> CheckInput:
+    def check_input(
+        self, response: str | Message | None = None, offset: int | None = None
+    ) -> CheckInput:
         """The guard check of this request, or with ``response`` of that answer in its context.
 
         ``response`` is the answer's text, or an assistant message whose tool calls are judged
-        as part of the answer.
+        as part of the answer; ``offset``, for a streamed answer, where its text starts in the
+        whole answer.
         """
         if self.messages is None:
-            return CheckInput(self.text, self.images or None, response)
+            return CheckInput(self.text, self.images or None, response, response_offset=offset)
         messages = list(self.messages)
         extra: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
         # The images the call was given beside its messages are the calling code's own, as in
@@ -56,7 +59,7 @@ class Request:
         extra += [{"type": "image", "image": _as_source(image)} for image in self.images]
         if extra:
             messages.append({"role": "user", "content": extra})
-        return CheckInput(messages=messages, response=response)
+        return CheckInput(messages=messages, response=response, response_offset=offset)
 
 
 @dataclass

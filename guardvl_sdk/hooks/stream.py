@@ -4,7 +4,9 @@ A streamed answer's chunks are held back until a check covering them has passed:
 each ``stream_every`` characters (sending the text since the last check, extended back
 ``stream_window`` characters, or all of it), and a final check sees the whole answer. Without
 ``buffered``, chunks are released when a mid-stream check passes, so everything the caller gets
-has passed a check of the text up to it; with ``buffered``, only after the final check.
+has passed a check of the text up to it; with ``buffered``, only after the final check. Content
+a mid-stream check does not judge (a tool call's arguments, which are judged whole as part of the
+answer) holds its chunk and every chunk after it until the final check has passed.
 
 :class:`StreamGate` holds one answer; a :class:`Gates` holds the answers of one stream (one for
 most, one per choice for an OpenAI stream with ``n > 1``). :func:`guard_stream` and
@@ -15,20 +17,44 @@ to change *when* a stream is checked or released, change this module.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from guardvl_sdk.hooks.options import StreamOptions
 
 if TYPE_CHECKING:
     from guardvl_sdk.verdict import Verdict
 
-__all__ = ["Gates", "OneAnswer", "StreamGate", "aguard_stream", "guard_stream"]
+__all__ = ["Due", "Gates", "OneAnswer", "StreamGate", "aguard_stream", "guard_stream"]
 
 C = TypeVar("C")
 O = TypeVar("O")  # noqa: E741  # the output chunk type
 C_contra = TypeVar("C_contra", contravariant=True)
+
+
+class Due(NamedTuple):
+    """A check a stream needs now.
+
+    Attributes:
+        key: Which answer of the stream (the choice index of an OpenAI stream; else 0).
+        answer: The text to check; for a final check of an answer that made tool calls, the
+            assistant message (its text and its calls, judged together).
+        offset: Where the checked text starts in the whole answer (0 for the whole answer);
+            the receipt records it (:attr:`~guardvl_sdk.verdict.InspectedPart.offset`).
+    """
+
+    key: int
+    answer: str | Mapping[str, Any]
+    offset: int = 0
 
 
 @dataclass
@@ -40,6 +66,7 @@ class StreamGate(Generic[C]):
         text: All the answer's text so far.
         released: The text the caller has received.
         held: Chunks not yet released.
+        to_end: Whether a chunk held until the final check was added (see :meth:`add`).
     """
 
     options: StreamOptions
@@ -48,11 +75,25 @@ class StreamGate(Generic[C]):
     held: list[C] = field(default_factory=list)
     checked_chars: int = 0
     checked_all: bool = False
+    to_end: bool = False
+    _held_chars: list[int] = field(default_factory=list)  # the text length after each held chunk
+    _barrier: int | None = None  # held[_barrier:] wait for the final check
 
-    def add(self, chunk: C, chunk_text: str) -> str | None:
-        """Hold a chunk; return the text to check now, or None when no check is due."""
+    def add(self, chunk: C, chunk_text: str, *, to_end: bool = False) -> tuple[str, int] | None:
+        """Hold a chunk; return the text to check now and where it starts, or None.
+
+        Args:
+            chunk: The chunk.
+            chunk_text: The text it adds to the answer (judged mid-stream).
+            to_end: The chunk carries content judged only by the final check (a tool call's
+                arguments): it and every chunk after it are held until that check passed.
+        """
+        if to_end and self._barrier is None:
+            self._barrier = len(self.held)
+            self.to_end = True
         self.held.append(chunk)
         self.text += chunk_text
+        self._held_chars.append(len(self.text))
         every = self.options.every
         if every is None or len(self.text) - self.checked_chars < every:
             return None
@@ -61,14 +102,15 @@ class StreamGate(Generic[C]):
         start = 0 if self.options.window is None else len(self.text) - self.options.window
         start = max(0, min(start, self.checked_chars))
         self.checked_chars, self.checked_all = len(self.text), start == 0
-        return self.text[start:]
+        return self.text[start:], start
 
     def finish(self) -> str | None:
         """The whole answer for the final check, or None if the last check already saw it all.
 
-        An empty answer is returned too (``""``): it is checked like any other.
+        An empty answer is returned too (``""``): it is checked like any other; so is one whose
+        chunks carried content held to the end (``to_end``), which only the final check judges.
         """
-        if self.checked_all and self.checked_chars == len(self.text):
+        if self.checked_all and self.checked_chars == len(self.text) and not self.to_end:
             return None
         self.checked_chars, self.checked_all = len(self.text), True
         return self.text
@@ -77,24 +119,29 @@ class StreamGate(Generic[C]):
         """The held chunks the caller may now have (all of them after the final check)."""
         if self.options.buffered and not final:
             return []
-        chunks, self.held = self.held, []
-        self.released = self.text
+        cut = len(self.held) if final or self._barrier is None else self._barrier
+        chunks, self.held = self.held[:cut], self.held[cut:]
+        if cut:
+            self.released = self.text[: self._held_chars[cut - 1]]
+        self._held_chars = self._held_chars[cut:]
+        if self._barrier is not None:
+            self._barrier = 0
         return chunks
 
 
 class Gates(Protocol[C_contra, O]):
     """The answers of one stream, by key, as the drivers use them."""
 
-    def add(self, chunk: C_contra) -> list[tuple[int, str]]:
-        """Hold a chunk; return the (answer key, text) checks due now."""
+    def add(self, chunk: C_contra) -> list[Due]:
+        """Hold a chunk; return the checks due now."""
         ...
 
     def release(self, key: int) -> list[O]:
         """What the caller may have of answer ``key`` after a mid-stream check passed."""
         ...
 
-    def finish(self) -> list[tuple[int, str]]:
-        """The final (answer key, whole text) checks still due."""
+    def finish(self) -> list[Due]:
+        """The final checks still due (each of a whole answer)."""
         ...
 
     def release_all(self) -> list[O]:
@@ -109,6 +156,11 @@ class OneAnswer(Generic[C, O]):
         options: The stream options.
         text_of: The text of a chunk (it may raise to refuse a chunk it cannot read).
         wrap: What the caller gets for a released chunk (default: the chunk).
+        held: Whether a chunk carries content only the final check judges (a tool call's
+            arguments): it and every chunk after it are held until that check passed.
+        answer_of: The answer the final check judges, from the whole text and every chunk of
+            the stream (an assistant message with the tool calls the chunks assembled); default:
+            the text.
     """
 
     def __init__(
@@ -116,21 +168,32 @@ class OneAnswer(Generic[C, O]):
         options: StreamOptions,
         text_of: Callable[[C], str],
         wrap: Callable[[C], O] | None = None,
+        *,
+        held: Callable[[C], bool] | None = None,
+        answer_of: Callable[[str, list[C]], str | Mapping[str, Any]] | None = None,
     ) -> None:
         self.gate: StreamGate[C] = StreamGate(options)
         self._text_of = text_of
         self._wrap = wrap
+        self._held = held
+        self._answer_of = answer_of
+        self._chunks: list[C] = []  # every chunk, kept only for answer_of
 
-    def add(self, chunk: C) -> list[tuple[int, str]]:
-        due = self.gate.add(chunk, self._text_of(chunk))
-        return [] if due is None else [(0, due)]
+    def add(self, chunk: C) -> list[Due]:
+        if self._answer_of is not None:
+            self._chunks.append(chunk)
+        to_end = self._held is not None and self._held(chunk)
+        due = self.gate.add(chunk, self._text_of(chunk), to_end=to_end)
+        return [] if due is None else [Due(0, *due)]
 
     def release(self, key: int) -> list[O]:
         return self._out(self.gate.release())
 
-    def finish(self) -> list[tuple[int, str]]:
+    def finish(self) -> list[Due]:
         due = self.gate.finish()
-        return [] if due is None else [(0, due)]
+        if due is None:
+            return []
+        return [Due(0, due if self._answer_of is None else self._answer_of(due, self._chunks))]
 
     def release_all(self) -> list[O]:
         return self._out(self.gate.release(final=True))
@@ -143,7 +206,7 @@ class OneAnswer(Generic[C, O]):
 def guard_stream(
     chunks: Iterable[C],
     gates: Gates[C, O],
-    check: Callable[[str, bool], Verdict],
+    check: Callable[[Due, bool], Verdict],
     on_block: Callable[[Verdict, int], Iterable[O]],
     close: Callable[[], object] | None = None,
 ) -> Iterator[O]:
@@ -152,7 +215,7 @@ def guard_stream(
     Args:
         chunks: The upstream stream.
         gates: Holds the answers and says when checks are due.
-        check: Called with the text to check and whether the answer is still streaming; returns
+        check: Called with the check due and whether the answer is still streaming; returns
             the verdict (reported).
         on_block: Called with a blocking verdict and the key of the answer it blocked; raises, or
             returns what the caller gets instead (the stream then ends).
@@ -161,16 +224,16 @@ def guard_stream(
     """
     try:
         for chunk in chunks:
-            for key, text in gates.add(chunk):
-                verdict = check(text, True)
+            for due in gates.add(chunk):
+                verdict = check(due, True)
                 if verdict.blocked:
-                    yield from on_block(verdict, key)
+                    yield from on_block(verdict, due.key)
                     return
-                yield from gates.release(key)
-        for key, text in gates.finish():
-            verdict = check(text, False)
+                yield from gates.release(due.key)
+        for due in gates.finish():
+            verdict = check(due, False)
             if verdict.blocked:
-                yield from on_block(verdict, key)
+                yield from on_block(verdict, due.key)
                 return
         yield from gates.release_all()
     finally:
@@ -181,25 +244,25 @@ def guard_stream(
 async def aguard_stream(
     chunks: AsyncIterable[C],
     gates: Gates[C, O],
-    check: Callable[[str, bool], Awaitable[Verdict]],
+    check: Callable[[Due, bool], Awaitable[Verdict]],
     on_block: Callable[[Verdict, int], Iterable[O] | Awaitable[Iterable[O]]],
     close: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncGenerator[O, None]:
     """Like :func:`guard_stream`, for an async stream; ``on_block`` may be a coroutine."""
     try:
         async for chunk in chunks:
-            for key, text in gates.add(chunk):
-                verdict = await check(text, True)
+            for due in gates.add(chunk):
+                verdict = await check(due, True)
                 if verdict.blocked:
-                    for item in await _resolved(on_block(verdict, key)):
+                    for item in await _resolved(on_block(verdict, due.key)):
                         yield item
                     return
-                for item in gates.release(key):
+                for item in gates.release(due.key):
                     yield item
-        for key, text in gates.finish():
-            verdict = await check(text, False)
+        for due in gates.finish():
+            verdict = await check(due, False)
             if verdict.blocked:
-                for item in await _resolved(on_block(verdict, key)):
+                for item in await _resolved(on_block(verdict, due.key)):
                     yield item
                 return
         for item in gates.release_all():

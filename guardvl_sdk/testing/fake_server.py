@@ -1,4 +1,8 @@
-"""An OpenAI-compatible chat completions server on loopback that answers what you script."""
+"""An OpenAI-compatible server on loopback that answers what you script.
+
+It serves chat completions and the Responses API, each streamed too, with text, reasoning and
+tool calls: what a VLM app's client meets, to test the guard around it offline.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ class FakeReply:
             error document).
         logprobs: The ``choices[0].logprobs.content`` list to send, if any.
         drop: Close the connection without answering.
+        tool_calls: Function calls the assistant makes, each ``{"name": ..., "arguments": ...}``
+            (a chat completion's ``tool_calls``, a response's ``function_call`` items); streamed,
+            their arguments come in pieces of a few characters.
+        reasoning: The assistant's reasoning text (a chat message's ``reasoning_content``, a
+            response's ``reasoning`` item with it as its summary).
     """
 
     content: str = ""
@@ -39,6 +48,8 @@ class FakeReply:
     body: str | None = None
     logprobs: list[dict[str, Any]] | None = None
     drop: bool = False
+    tool_calls: Sequence[Mapping[str, str]] = ()
+    reasoning: str | None = None
 
 
 FakeScript = (
@@ -47,10 +58,10 @@ FakeScript = (
 
 
 class FakeChatServer:
-    """An OpenAI-compatible chat completions server on loopback that answers what you script.
+    """An OpenAI-compatible server on loopback that answers what you script.
 
-    It serves ``POST /v1/chat/completions`` (with ``stream: true``, as server-sent events: a chunk
-    per word) from a thread per connection (keep-alive), until
+    It serves ``POST /v1/chat/completions`` and ``POST /v1/responses`` (with ``stream: true``, as
+    server-sent events: a chunk per word) from a thread per connection (keep-alive), until
     :meth:`close`, which also cuts open connections and wakes delayed answers, as a server that
     goes down would. Usable as a context manager::
 
@@ -121,9 +132,17 @@ class FakeChatServer:
         return FakeReply(content=reply) if isinstance(reply, str) else reply
 
     def _completion(self, body: dict[str, Any], reply: FakeReply) -> str:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.reasoning is not None:
+            message["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": dict(call)}
+                for i, call in enumerate(reply.tool_calls)
+            ]
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": reply.content},
+            "message": message,
             "finish_reason": reply.finish_reason,
         }
         if reply.logprobs is not None:
@@ -150,15 +169,167 @@ class FakeChatServer:
         completion = json.loads(self._completion(body, reply))
         head = {k: completion[k] for k in ("id", "created", "model")}
         head["object"] = "chat.completion.chunk"
-        words = reply.content.split(" ")
-        deltas: list[dict[str, Any]] = [
-            {"content": word if i == len(words) - 1 else word + " "} for i, word in enumerate(words)
-        ]
+        deltas: list[dict[str, Any]] = []
+        if reply.reasoning is not None:
+            deltas += [{"reasoning_content": word} for word in _words(reply.reasoning)]
+        deltas += [{"content": word} for word in _words(reply.content)]
+        for i, call in enumerate(reply.tool_calls):
+            first = {"index": i, "id": f"call_{i}", "type": "function"}
+            first["function"] = {"name": call["name"], "arguments": ""}
+            deltas.append({"tool_calls": [first]})
+            deltas += [
+                {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                for piece in _pieces(call["arguments"])
+            ]
         deltas[0]["role"] = "assistant"
         chunks = [{**head, "choices": [{"index": 0, "delta": d}]} for d in deltas]
         finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
         chunks.append({**head, "choices": [finish]})
         return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+    def _response(self, body: dict[str, Any], reply: FakeReply, status: str = "completed") -> str:
+        """The reply as a Responses API ``Response``: reasoning, message, function calls."""
+        output: list[dict[str, Any]] = []
+        if reply.reasoning is not None:
+            summary = [{"type": "summary_text", "text": reply.reasoning}]
+            output.append({"type": "reasoning", "id": "rs_0", "summary": summary})
+        if reply.content or not reply.tool_calls:
+            text = {"type": "output_text", "text": reply.content, "annotations": []}
+            output.append(
+                {
+                    "type": "message",
+                    "id": "msg_0",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [text],
+                }
+            )
+        for i, call in enumerate(reply.tool_calls):
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{i}",
+                    "call_id": f"call_{i}",
+                    "name": call["name"],
+                    "arguments": call["arguments"],
+                    "status": "completed",
+                }
+            )
+        response = {
+            "id": f"resp_fake-{self._served}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body.get("model", ""),
+            "status": status,
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []),
+        }
+        return json.dumps(response)
+
+    def _response_events(self, body: dict[str, Any], reply: FakeReply) -> str:
+        """The reply as the Responses API's server-sent events, in the order OpenAI sends them."""
+        response = json.loads(self._response(body, reply))
+        events: list[dict[str, Any]] = []
+        started = {**response, "status": "in_progress", "output": []}
+        events.append({"type": "response.created", "response": started})
+        for index, item in enumerate(response["output"]):
+            where = {"item_id": item["id"], "output_index": index}
+            if item["type"] == "reasoning":
+                events.append(
+                    {
+                        "type": "response.output_item.added",
+                        "output_index": index,
+                        "item": {**item, "summary": []},
+                    }
+                )
+                part = {"type": "summary_text", "text": ""}
+                events.append(
+                    {
+                        "type": "response.reasoning_summary_part.added",
+                        **where,
+                        "summary_index": 0,
+                        "part": part,
+                    }
+                )
+                events += [
+                    {
+                        "type": "response.reasoning_summary_text.delta",
+                        **where,
+                        "summary_index": 0,
+                        "delta": word,
+                    }
+                    for word in _words(item["summary"][0]["text"])
+                ]
+                events.append(
+                    {
+                        "type": "response.reasoning_summary_text.done",
+                        **where,
+                        "summary_index": 0,
+                        "text": item["summary"][0]["text"],
+                    }
+                )
+            elif item["type"] == "message":
+                events.append(
+                    {
+                        "type": "response.output_item.added",
+                        "output_index": index,
+                        "item": {**item, "content": [], "status": "in_progress"},
+                    }
+                )
+                empty = {"type": "output_text", "text": "", "annotations": []}
+                at = {**where, "content_index": 0}
+                events.append({"type": "response.content_part.added", **at, "part": empty})
+                text = item["content"][0]["text"]
+                events += [
+                    {"type": "response.output_text.delta", **at, "delta": word, "logprobs": []}
+                    for word in _words(text)
+                ]
+                events.append(
+                    {"type": "response.output_text.done", **at, "text": text, "logprobs": []}
+                )
+                events.append(
+                    {"type": "response.content_part.done", **at, "part": item["content"][0]}
+                )
+            else:
+                events.append(
+                    {
+                        "type": "response.output_item.added",
+                        "output_index": index,
+                        "item": {**item, "arguments": "", "status": "in_progress"},
+                    }
+                )
+                events += [
+                    {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+                    for piece in _pieces(item["arguments"])
+                ]
+                events.append(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        **where,
+                        "arguments": item["arguments"],
+                    }
+                )
+            events.append(
+                {"type": "response.output_item.done", "output_index": index, "item": item}
+            )
+        events.append({"type": "response.completed", "response": response})
+        return "".join(
+            f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': n})}\n\n"
+            for n, e in enumerate(events)
+        )
+
+
+def _words(text: str) -> list[str]:
+    """A text in streamed pieces: a word each, its following space with it."""
+    words = text.split(" ")
+    return [word if i == len(words) - 1 else word + " " for i, word in enumerate(words)]
+
+
+def _pieces(text: str, size: int = 6) -> list[str]:
+    """A tool call's arguments in the small pieces a server streams them in."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -208,9 +379,11 @@ class _FakeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.server.fake
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        path = self.path.rstrip("/")
+        if path not in ("/v1/chat/completions", "/v1/responses"):
             self._send(404, json.dumps({"error": "not found"}))
             return
+        responses = path == "/v1/responses"
         try:
             body = json.loads(raw)
         except ValueError:
@@ -225,10 +398,12 @@ class _FakeHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if reply.body is None and reply.status == 200 and body.get("stream"):
-                events = fake._events(body, reply)
+                stream = fake._response_events if responses else fake._events
+                events = stream(body, reply)
                 self._send(reply.status, events, reply.headers, content_type="text/event-stream")
                 return
-            payload = reply.body if reply.body is not None else fake._completion(body, reply)
+            answer = fake._response if responses else fake._completion
+            payload = reply.body if reply.body is not None else answer(body, reply)
             self._send(reply.status, payload, reply.headers)
         finally:
             with fake._lock:
