@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AuditRecord", "AuditSink", "JsonlAuditLog", "SqliteAuditLog", "content_hash"]
 
+_REOPEN_TRIES = 3  # a path replaced this often during one write is an error, not a loop
+
 
 def content_hash(data: str | bytes) -> str:
     """SHA-256 of text (UTF-8) or bytes, hex."""
@@ -205,21 +207,33 @@ class JsonlAuditLog:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[int]:
-        """The file's descriptor, reopened if the path was rotated or deleted, under ``flock``."""
-        try:
-            current = os.stat(self.path)
-            mine = os.fstat(self._fd)
-            moved = (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino)
-        except FileNotFoundError:
-            moved = True
-        if moved:
+        """The descriptor of the file at ``path`` (reopened if rotated or deleted), under ``flock``.
+
+        The path is compared with the descriptor only once the lock is held: checked before it,
+        a rotation or deletion in between would send the record to a file nobody reads.
+        """
+        for _ in range(_REOPEN_TRIES):
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if self._names_my_file():
+                break
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
+            self._fd = -1  # if the reopen fails, later writes fail on this, not on a reused fd
             self._fd = self._open()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        else:
+            raise OSError(f"the file kept moving while it was reopened {_REOPEN_TRIES} times")
         try:
             yield self._fd
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _names_my_file(self) -> bool:
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
 
     def close(self) -> None:
         """Close the file."""

@@ -42,6 +42,7 @@ from guardvl_sdk.inputs import clean_text
 from guardvl_sdk.verdict import PartKind
 
 __all__ = [
+    "MESSAGE_KEYS",
     "Message",
     "Part",
     "as_message",
@@ -61,6 +62,8 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _METADATA_KEYS = {"role", "name", "tool_call_id", "id"}
 # Where the VLM's input is: read below, part by part.
 _CONTENT_KEYS = {"content", "tool_calls", "function_call", "refusal", "audio"}
+MESSAGE_KEYS = frozenset(_METADATA_KEYS | _CONTENT_KEYS)
+"""Every field of an OpenAI-format message the reader knows (any other field is refused)."""
 
 _MARKER_RE = re.compile(
     r"\[(?=\s*(?:conversation|end of the conversation|message \d|image \d|tool call|"

@@ -56,6 +56,7 @@ except ImportError:  # say which extra to install, not where the import failed
     raise
 
 from guardvl_sdk.checks import CheckInput
+from guardvl_sdk.conversation import MESSAGE_KEYS, Message
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, GuardVLError, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
@@ -73,7 +74,15 @@ from guardvl_sdk.hooks import (
 from guardvl_sdk.inputs import clean_text
 from guardvl_sdk.verdict import Verdict
 
-__all__ = ["GuardRunnable", "GuardedChatModel", "Stage", "read_request"]
+__all__ = [
+    "GuardRunnable",
+    "GuardedChatModel",
+    "Stage",
+    "answer_text",
+    "judged_answer",
+    "openai_chat",
+    "read_request",
+]
 
 Stage = Literal["input", "output"]
 
@@ -104,11 +113,139 @@ def read_request(value: Any) -> Request:
     return _read(value)
 
 
-def _answer(message: BaseMessage) -> str | dict[str, Any]:
+# -- reading a model's answer: its text and its reasoning -----------------------------------
+
+# Content blocks of an AI message, by type. Text and reasoning are output the caller gets, so
+# both are judged (a reasoning model's thoughts are output too); tool-call blocks mirror the
+# message's tool_calls, which are judged as part of the answer. Any other block (an image, audio,
+# an opaque redacted thought, a kind LangChain adds later) is refused: an allowlist.
+_TEXT_BLOCKS = {"text": ("text",), "thinking": ("thinking",), "reasoning": ("reasoning", "summary")}
+_TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk"})
+# additional_kwargs of an AI message: reasoning and refusals are judged; tool and function calls
+# mirror tool_calls (function_call is judged as text); parsed mirrors the content. Others refused.
+_REASONING_KWARGS = ("reasoning_content", "reasoning")
+_JUDGED_KWARGS = frozenset({*_REASONING_KWARGS, "refusal", "function_call"})
+_MIRRORED_KWARGS = frozenset({"tool_calls", "parsed"})
+
+
+def _texts_in(value: Any) -> list[str]:
+    """The strings in a block field: a str, or the ``text`` of each item of a list of parts."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return _texts_in(value.get("text")) + _texts_in(value.get("summary"))
+    if isinstance(value, list):
+        return [text for item in value for text in _texts_in(item)]
+    return []
+
+
+def _pieces(message: BaseMessage) -> list[tuple[str, str]]:
+    """What an AI message returns to its caller, as ``(kind, text)`` in order, kind ``text`` or
+    ``reasoning``: the reasoning in ``additional_kwargs`` first, then the content blocks.
+
+    Raises:
+        InvalidInputError: A content block or an ``additional_kwargs`` field the guard does not
+            read: it would reach the caller unjudged.
+    """
+    pieces: list[tuple[str, str]] = []
+    for key, value in message.additional_kwargs.items():
+        if key in _MIRRORED_KWARGS or value is None:
+            continue
+        if key not in _JUDGED_KWARGS:
+            raise InvalidInputError(
+                f"the answer's additional_kwargs[{key!r}] would reach the caller unchecked; "
+                f"the guard reads {sorted(_JUDGED_KWARGS | _MIRRORED_KWARGS)}"
+            )
+        kind = "reasoning" if key in _REASONING_KWARGS else "text"
+        if key == "function_call" and isinstance(value, Mapping):
+            value = f"{value.get('name', '')}({value.get('arguments', '')})"
+        pieces += [(kind, text) for text in _texts_in(value)]
+    content = message.content
+    for block in [content] if isinstance(content, str) else content:
+        if isinstance(block, str):
+            pieces.append(("text", block))
+            continue
+        block_type = block.get("type") if isinstance(block, Mapping) else None
+        if block_type in _TOOL_CALL_BLOCKS:
+            continue
+        if block_type not in _TEXT_BLOCKS:
+            raise InvalidInputError(
+                f"the answer's content block of type {block_type!r} would reach the caller "
+                f"unchecked; the guard reads {sorted(_TEXT_BLOCKS)} and tool calls"
+            )
+        assert isinstance(block, Mapping)
+        fields = _TEXT_BLOCKS[block_type]
+        texts = [text for field in fields for text in _texts_in(block.get(field))]
+        pieces += [("text" if block_type == "text" else "reasoning", text) for text in texts]
+    return pieces
+
+
+def answer_text(message: BaseMessage) -> str:
+    """What the guard judges of a model's answer: its reasoning, then its text.
+
+    Reasoning is read from ``thinking`` / ``reasoning`` content blocks and from
+    ``additional_kwargs["reasoning_content"]`` (or ``["reasoning"]``), since a reasoning model's
+    thoughts reach the caller too; the layout is the OpenAI adapter's (reasoning, a blank line,
+    the text).
+
+    Raises:
+        InvalidInputError: The answer holds a block or field the guard does not read.
+    """
+    pieces = _pieces(message)
+    reasoning = "\n\n".join(text for kind, text in pieces if kind == "reasoning" and text)
+    text = "".join(text for kind, text in pieces if kind == "text")
+    return f"{reasoning}\n\n{text}" if reasoning else text
+
+
+def _chunk_text(chunk: BaseMessage) -> str:
+    """The judged text a streamed chunk adds: its reasoning and text pieces, as they come."""
+    return "".join(text for _, text in _pieces(chunk))
+
+
+def judged_answer(message: BaseMessage) -> str | dict[str, Any]:
     """A model's answer: its text, or with tool calls the assistant message (judged whole)."""
+    text = answer_text(message)
     if isinstance(message, AIMessage) and message.tool_calls:
-        return dict(convert_to_openai_messages(message))
-    return str(message.text)
+        converted = dict(convert_to_openai_messages(message))
+        return {"role": "assistant", "content": text, "tool_calls": converted["tool_calls"]}
+    return text
+
+
+def openai_chat(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """LangChain messages as the OpenAI-format chat the guard reads, every field accounted for.
+
+    ``convert_to_openai_messages`` drops what it does not know, so a dict message with a field
+    the reader does not know is refused here first, and an AI message's reasoning (blocks or
+    ``additional_kwargs``) is kept as its text (see :func:`answer_text`).
+
+    Raises:
+        InvalidInputError: A field, block or message the guard cannot read.
+    """
+    chat: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, Mapping):
+            unknown = sorted(set(message) - MESSAGE_KEYS - {"type"})
+            if unknown:
+                raise InvalidInputError(
+                    f"cannot check the message field(s) {unknown}; known: {sorted(MESSAGE_KEYS)}"
+                )
+        try:  # a list of one: a tuple is a message, and one message may become several
+            converted = [dict(m) for m in convert_to_openai_messages([message])]
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise InvalidInputError(f"cannot read the messages: {exc}") from exc
+        if isinstance(message, AIMessage) and _has_reasoning_or_extras(message):
+            converted[0]["content"] = answer_text(message)
+        chat += converted
+    return chat
+
+
+def _has_reasoning_or_extras(message: AIMessage) -> bool:
+    """Whether an AI message holds more than ``convert_to_openai_messages`` keeps as content."""
+    blocks = [] if isinstance(message.content, str) else message.content
+    typed = {block.get("type") for block in blocks if isinstance(block, Mapping)}
+    return bool(set(message.additional_kwargs) - _MIRRORED_KWARGS) or bool(
+        typed - {"text"} - _TOOL_CALL_BLOCKS
+    )
 
 
 def _streamed_answer(text: str, chunks: list[AIMessageChunk]) -> str | dict[str, Any]:
@@ -149,9 +286,9 @@ def _read_into(value: Any, where: str, reader: RequestReader) -> None:
             reader.texts.append(clean_text(value, what=where))
     elif isinstance(value, PromptValue):
         _read_chat(value.to_messages(), where, reader)
-    elif isinstance(value, BaseMessage) or (isinstance(value, Mapping) and "role" in value):
+    elif isinstance(value, BaseMessage) or _is_message(value):
         _read_chat([value], where, reader)
-    elif isinstance(value, Mapping):
+    elif isinstance(value, Mapping):  # prompt variables: every value is read
         for key, item in value.items():
             _read_into(item, f"{where}[{key!r}]", reader)
     elif isinstance(value, list | tuple):
@@ -164,21 +301,23 @@ def _read_into(value: Any, where: str, reader: RequestReader) -> None:
 
 def _read_chat(messages: Sequence[Any], where: str, reader: RequestReader) -> None:
     try:
-        converted = convert_to_openai_messages(list(messages))
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        raise InvalidInputError(f"{where}: cannot read the messages: {exc}") from exc
-    try:
-        reader.add_messages(converted)
+        reader.add_messages(openai_chat(list(messages)))
     except InvalidInputError as exc:
         raise InvalidInputError(f"{where}: {exc}") from exc
 
 
-def _answer_text(value: Any) -> str:
-    """The text of an answer: a str, or a message's text content (tool calls are not text)."""
+def _is_message(value: Any) -> bool:
+    """A dict is one chat message only if every key is a message field: prompt variables that
+    happen to include ``role`` and ``content`` are variables, each of them read."""
+    return isinstance(value, Mapping) and "role" in value and set(value) <= MESSAGE_KEYS | {"type"}
+
+
+def _output_answer(value: Any) -> str | dict[str, Any]:
+    """The answer an output guard judges: a str, or a message's text, reasoning and tool calls."""
     if isinstance(value, str):
         return value
     if isinstance(value, BaseMessage):
-        return str(value.text)
+        return judged_answer(value)
     raise InvalidInputError(
         f"an output guard checks a str or a message, not {type(value).__name__}"
     )
@@ -232,8 +371,9 @@ class GuardRunnable(Runnable[Any, Any]):
         chain = guard.as_runnable() | prompt | model | guard.as_runnable(stage="output")
 
     An ``"input"`` guard checks the request: a str, a ``PromptValue``, messages or a dict of
-    prompt variables (see :func:`read_request`). An ``"output"`` guard checks an answer (a str or
-    a message's text; tool calls are passed on and not judged) together with the request the
+    prompt variables (see :func:`read_request`). An ``"output"`` guard checks an answer (a str, or
+    a message: its text, its reasoning and its tool calls, see :func:`answer_text`; a block it
+    cannot read raises ``InvalidInputError``) together with the request the
     input guard of the same chain allowed, so the request is not checked twice. An output guard
     with no input guard before it in the same ``RunnableSequence`` raises
     :class:`~guardvl_sdk.errors.ConfigurationError`.
@@ -388,7 +528,7 @@ class GuardRunnable(Runnable[Any, Any]):
     def _prepare(self, value: Any, chain: UUID | None) -> _Prepared:
         if self.stage == "input":
             return _Prepared(_read(value), None)
-        answer = _answer_text(value)
+        answer = _output_answer(value)
         request = _REQUESTS.take(chain)
         if request is None:
             raise ConfigurationError(
@@ -414,7 +554,7 @@ class _Prepared:
 
     __slots__ = ("began", "request", "response")
 
-    def __init__(self, request: Request, response: str | None) -> None:
+    def __init__(self, request: Request, response: str | Message | None) -> None:
         self.request = request
         self.response = response
         self.began = time.perf_counter()
@@ -448,7 +588,9 @@ class GuardedChatModel(BaseChatModel):
     it. A streamed answer is checked while it streams, with the middleware's rules
     (``stream_every``, ``stream_window``, ``buffered``; see :func:`~guardvl_sdk.hooks.guarded`):
     chunks are held back until a check covering them has passed, and a block closes the inner
-    stream. Tool calls in the answer pass through untouched; only its text is judged, and an
+    stream. An answer is judged with its reasoning (``thinking`` / ``reasoning`` blocks,
+    ``additional_kwargs["reasoning_content"]``) and, when not streamed, its tool calls; a block
+    or field the guard cannot read raises ``InvalidInputError`` (see :func:`answer_text`). An
     answer without text (tool calls only) is checked as an empty answer, as every entry point
     does (see :mod:`guardvl_sdk.hooks`). ``bind_tools`` formats the tools with
     the inner model's own ``bind_tools``, so ``with_structured_output`` works too. Sampling
@@ -585,7 +727,8 @@ class GuardedChatModel(BaseChatModel):
         result = self.chat_model.generate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            verdicts = reporter.check_answers(request, [_answer(g.message) for g in generations])
+            answers = [judged_answer(g.message) for g in generations]
+            verdicts = reporter.check_answers(request, answers)
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
@@ -605,7 +748,7 @@ class GuardedChatModel(BaseChatModel):
         result = await self.chat_model.agenerate([messages], stop=stop, callbacks=[], **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         if self.check != "input":
-            answers = [_answer(g.message) for g in generations]
+            answers = [judged_answer(g.message) for g in generations]
             verdicts = await reporter.acheck_answers(request, answers)
             generations = [self._checked(g, v) for g, v in zip(generations, verdicts, strict=True)]
         return ChatResult(generations=generations, llm_output=result.llm_output)
@@ -616,7 +759,7 @@ class GuardedChatModel(BaseChatModel):
         # Tool-call chunks are held from the first on and judged whole by the final check.
         return OneAnswer(
             self._options().stream,
-            lambda chunk: str(chunk.text),
+            _chunk_text,
             lambda chunk: ChatGenerationChunk(message=chunk),
             held=lambda chunk: bool(chunk.tool_call_chunks),
             answer_of=_streamed_answer,

@@ -24,17 +24,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.messages import (
-    AIMessage,
-    BaseMessage,
-    SystemMessage,
-    ToolMessage,
-    convert_to_openai_messages,
-)
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import DEFAULT_REFUSAL, GuardEvent
+from guardvl_sdk.integrations.langchain import judged_answer, openai_chat
 from guardvl_sdk.verdict import Verdict
 
 __all__ = ["GuardMiddleware"]
@@ -170,11 +165,13 @@ class GuardMiddleware(AgentMiddleware):
 
 def _conversation(system: SystemMessage | None, messages: Sequence[BaseMessage]) -> list[Any]:
     """The model's input in OpenAI format, the system prompt first."""
-    return list(convert_to_openai_messages([*([system] if system else []), *messages]))
+    chat: list[Any] = openai_chat([*([system] if system else []), *messages])
+    return chat
 
 
-def _openai(message: BaseMessage) -> Any:
-    return convert_to_openai_messages(message)
+def _openai(message: AIMessage) -> Any:
+    """An answer as the guard judges it: text, reasoning, tool calls (see ``answer_text``)."""
+    return judged_answer(message)
 
 
 def _answers(response: Any) -> list[AIMessage]:
@@ -186,4 +183,5 @@ def _answers(response: Any) -> list[AIMessage]:
 def _with_result(request: Any, result: ToolMessage) -> list[Any]:
     state = request.state
     messages = state.get("messages", []) if isinstance(state, dict) else []
-    return list(convert_to_openai_messages([*messages, result]))
+    chat: list[Any] = openai_chat([*messages, result])
+    return chat

@@ -7,10 +7,10 @@
     client.responses.create(model=..., input=[...], stream=True)  # guarded too
 
 The wrapper never touches the client it wraps: it is a proxy whose ``chat.completions.create``
-checks the user turns of ``messages`` (text parts, ``image_url`` parts with ``data:`` URLs;
-``http(s)`` image URLs only when the guard fetches images) before the call, and every returned
-choice (``n > 1`` included; one of tool calls only as an empty answer) after it, in the context
-of the request. A streamed answer is
+checks every message of ``messages`` (every role; text parts, ``image_url`` parts with ``data:``
+URLs; ``http(s)`` image URLs only when the guard fetches images) before the call, and every returned
+choice (``n > 1`` included: its text, reasoning and refusal, and its tool calls' names and
+arguments) after it, in the context of the request. A streamed answer is
 checked while it streams with the middleware's rules (``stream_every``, ``stream_window``,
 ``buffered``; see :func:`~guardvl_sdk.hooks.guarded`); its tool calls are assembled from their
 deltas and judged whole with its text by the final check, the chunks from the first tool-call

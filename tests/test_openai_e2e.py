@@ -144,11 +144,12 @@ async def test_async_stream_over_http(server: Server, tiny_model_dir: Path) -> N
 
 
 def test_the_tiny_guard_itself_fails_closed(server: Server, tiny_model_dir: Path) -> None:
-    guard = Guard.from_server(server.url, model=str(tiny_model_dir), stop=False, max_new_tokens=8)
+    guard = Guard.from_server(server.url, model=str(tiny_model_dir), max_new_tokens=8)
     client = guard_openai(OpenAI(base_url=server.url, api_key="none"), guard)
     with pytest.raises(GuardBlocked) as blocked:
         client.chat.completions.create(
             model=str(tiny_model_dir), messages=[{"role": "user", "content": "Hello"}], max_tokens=4
         )
     assert blocked.value.verdict.stage == "input"
-    assert blocked.value.verdict.status != "ok"  # noise: no verdict, so blocked (fail-closed)
+    # Noise: no verdict, so blocked (fail-closed); not an error (stop strings are found refused).
+    assert blocked.value.verdict.status in ("parse_error", "truncated")

@@ -33,7 +33,9 @@ from guardvl_sdk import (
     Label,
     Status,
 )
+from guardvl_sdk.backends.chat_api import json_body
 from guardvl_sdk.backends.remote import RemoteBackend, parse_retry_after
+from guardvl_sdk.backends.stop_strings import with_stop_strings, without_stop_strings
 from guardvl_sdk.inputs import load_image
 from guardvl_sdk.testing import FakeChatServer, FakeReply
 from tests.conftest import RESULT_HARMFUL_REQUEST, RESULT_SAFE_REQUEST
@@ -143,6 +145,103 @@ def test_a_truncated_answer_fails_closed(server: FakeChatServer) -> None:
     assert verdict.status is Status.TRUNCATED and verdict.blocked and verdict.request is None
 
 
+# -- servers that refuse stop strings (transformers serve) --------------------------------------
+
+
+def refuses_stop_strings(body: dict[str, Any]) -> str | FakeReply:
+    """Answers as transformers serve 5.x does to stop strings with a vision-language model."""
+    if "stop" in body:  # then uvicorn closes the connection (the application raised)
+        return FakeReply(status=500, body='{"error": "no attribute \'get_vocab\'"}', close=True)
+    return RESULT_SAFE_REQUEST + "\nand then the server kept generating"
+
+
+def test_a_server_that_refuses_stop_strings_is_found_once_and_sent_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with FakeChatServer(refuses_stop_strings) as fake, caplog.at_level("INFO", "guardvl_sdk"):
+        guard = fast_guard(fake.url)  # stop strings on, the default
+        verdicts = [guard.check("hi"), *guard.check_batch(["a", "b"]), guard.check("c")]
+        assert [v.status for v in verdicts] == [Status.OK] * 4
+        assert verdicts[0].raw.endswith("</result>")  # still cut there
+        # One refused request and its probe without stop strings; then one request per check.
+        assert ["stop" in body for body in fake.requests] == [True, False, False, False, False]
+    notes = [r.message for r in caplog.records if "refuses stop strings" in r.message]
+    assert len(notes) == 1 and fake.url in notes[0] and "HTTP 500" in notes[0]
+    assert all(r.levelname == "INFO" for r in caplog.records if "refuses stop" in r.message)
+
+
+async def test_the_async_path_finds_a_server_that_refuses_stop_strings() -> None:
+    with FakeChatServer(refuses_stop_strings) as fake:
+        guard = fast_guard(fake.url)
+        verdicts = [await guard.acheck("hi"), await guard.acheck("again")]
+        assert [v.status for v in verdicts] == [Status.OK] * 2
+        assert ["stop" in body for body in fake.requests] == [True, False, False]
+
+
+def test_concurrent_first_checks_all_get_verdicts_then_send_no_stop_strings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Checks in flight while the server is unknown each probe once; none fails; one log."""
+    with (
+        FakeChatServer(refuses_stop_strings, latency=0.05) as fake,
+        caplog.at_level("INFO", "guardvl_sdk"),
+    ):
+        guard = fast_guard(fake.url, max_retries=0)  # a refused check is not saved by a retry
+        first = guard.check_batch([f"item {i}" for i in range(8)])
+        assert [v.status for v in first] == [Status.OK] * 8
+        sent_before = len(fake.requests)
+        assert 9 <= sent_before <= 16  # each of the 8 at most twice
+        assert [v.status for v in guard.check_batch(["x", "y", "z"])] == [Status.OK] * 3
+        assert ["stop" in body for body in fake.requests[sent_before:]] == [False] * 3
+    assert len([r for r in caplog.records if "refuses stop strings" in r.message]) == 1
+
+
+def test_stop_strings_are_learned_per_server() -> None:
+    with (
+        FakeChatServer(refuses_stop_strings) as refusing,
+        FakeChatServer(RESULT_SAFE_REQUEST) as ok,
+    ):
+        guard = fast_guard([refusing.url, ok.url], max_retries=0)
+        first = guard.check_batch([f"item {i}" for i in range(6)])  # round-robin over both
+        assert [v.status for v in first] == [Status.OK] * 6
+        known = len(refusing.requests)
+        second = guard.check_batch([f"again {i}" for i in range(6)])
+        assert [v.status for v in second] == [Status.OK] * 6
+        assert all("stop" in body for body in ok.requests)  # it takes them: they stay on
+        later = refusing.requests[known:]
+        assert later and not any("stop" in body for body in later)
+
+
+def test_a_real_server_error_is_not_mistaken_for_refused_stop_strings() -> None:
+    script = [FakeReply(status=500, body='{"error": "boom"}')] * 3 + [RESULT_SAFE_REQUEST]
+    with FakeChatServer(script) as fake:
+        guard = fast_guard(fake.url, max_retries=2)
+        assert guard.check("hi").status is Status.OK
+        # The probe without stop strings failed too: stop strings stay on, no further probes.
+        assert ["stop" in body for body in fake.requests] == [True, False, True, True]
+
+
+def test_the_stop_strings_ride_last_and_come_off_exactly() -> None:
+    body = json_body({"model": "guard", "messages": [{"role": "user", "content": "hi"}]})
+    with_stop = with_stop_strings(body)
+    assert json.loads(with_stop) == {**json.loads(body), "stop": ["</result>"]}
+    assert without_stop_strings(with_stop) == body
+    assert without_stop_strings(body) == body  # nothing to take off
+
+
+def test_stop_in_extra_body_is_the_callers_and_never_dropped() -> None:
+    with FakeChatServer(refuses_stop_strings) as fake:
+        guard = fast_guard(fake.url, max_retries=0, extra_body={"stop": ["</result>", "\n\n"]})
+        assert guard.check("x").status is Status.ERROR  # refused, and not second-guessed
+        assert [body["stop"] for body in fake.requests] == [["</result>", "\n\n"]]
+
+
+def test_stop_false_sends_none_and_never_probes() -> None:
+    with FakeChatServer(FakeReply(status=500, body="{}")) as fake:
+        assert fast_guard(fake.url, stop=False, max_retries=1).check("x").status is Status.ERROR
+        assert ["stop" in body for body in fake.requests] == [False, False]
+
+
 # -- faults: each ends as RemoteBackend documents, in bounded time -----------------------------
 
 
@@ -202,6 +301,8 @@ def test_429_on_one_server_moves_the_retry_to_another_at_once() -> None:
 def test_500_then_success(server: FakeChatServer) -> None:
     verdict = fast_guard(server.url).check("x")
     assert verdict.status is Status.OK and len(server.requests) == 2
+    # A 500 to a request with stop strings is first asked again without them (see below).
+    assert ["stop" in body for body in server.requests] == [True, False]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +327,9 @@ def test_other_4xx_are_not_retried(status: int) -> None:
     with FakeChatServer(FakeReply(status=status, body='{"detail": "no"}')) as fake:
         with pytest.raises(BackendStatusError) as caught:
             fast_guard(fake.url, on_error="raise").check("x")
-        assert len(fake.requests) == 1
+        # 400 and 422 may be a refusal of stop strings: asked once without them, then given up.
+        probed = [False] if status in (400, 422) else []
+        assert ["stop" in body for body in fake.requests] == [True, *probed]
     assert caught.value.status_code == status and caught.value.body == {"detail": "no"}
 
 

@@ -105,11 +105,10 @@ def servers(
 
 
 def remote_guard(urls: str | list[str], model_dir: Path, max_concurrency: int = 16) -> Guard:
-    """A guard on `transformers serve`: no stop strings (it fails on them with a VLM processor)."""
+    """A guard on `transformers serve`, with the defaults (stop strings on: found refused)."""
     return Guard.from_server(
         urls,
         model=str(model_dir),  # the server is pinned to this name
-        stop=False,
         max_new_tokens=MAX_NEW_TOKENS,
         timeout=60,
         max_concurrency=max_concurrency,
@@ -162,7 +161,6 @@ def test_check_matches_the_local_backend(
     backend = RemoteBackend(
         servers[0].url,
         model=str(tiny_model_dir),
-        stop=False,
         max_new_tokens=MAX_NEW_TOKENS,
         timeout=60,
         image_format="png",
@@ -180,6 +178,27 @@ def test_check_matches_the_local_backend(
         # white space around the answer, which noise may start with, e.g. "\r").
         assert remote.raw.strip() == local.raw.strip()
         assert remote.usage.completion_tokens == local.usage.completion_tokens
+
+
+def test_defaults_give_verdicts(
+    servers: list[Server], tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Guard.from_server(url)` with every default: transformers serve answers HTTP 500 to stop
+    strings with a vision-language model; the backend finds that once and sends none."""
+    guard = Guard.from_server(servers[0].url, model=str(tiny_model_dir))
+    with caplog.at_level("INFO", "guardvl_sdk"):
+        verdicts = [
+            guard.check("How do I pick a lock?"),
+            guard.check("What is in this picture?", gradient(96, 64)),
+            *guard.check_batch(["one", "two"]),
+            asyncio.run(guard.acheck("three")),
+        ]
+    for verdict in verdicts:
+        assert_plumbed(verdict)
+        assert verdict.status in (Status.PARSE_ERROR, Status.TRUNCATED)  # noise, not an error
+    notes = [r.message for r in caplog.records if "refuses stop strings" in r.message]
+    assert len(notes) == 1 and "HTTP 500" in notes[0]
+    assert '"POST /v1/chat/completions HTTP/1.1" 500' in servers[0].log.read_text()
 
 
 def test_batch_and_concurrent_checks(servers: list[Server], tiny_model_dir: Path) -> None:

@@ -34,7 +34,7 @@ from tenacity import (
 from guardvl_sdk.backends.base import Generation, Prompt
 from guardvl_sdk.backends.chat_api import chat_messages, json_body, read_completion
 from guardvl_sdk.backends.endpoints import EndpointPool
-from guardvl_sdk.backends.scoring import STOP_STRINGS
+from guardvl_sdk.backends.stop_strings import StopStrings, with_stop_strings, without_stop_strings
 from guardvl_sdk.bounded_http import (
     BodyTooLarge,
     aread_body,
@@ -70,6 +70,8 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # The server is up but slow or stuck: back off and retry, rather than move on at once.
 _JSON = {"Content-Type": "application/json"}
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
+# A kept-alive connection the server closed as the request went out.
+_DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
 
 
 class RemoteBackend:
@@ -115,8 +117,10 @@ class RemoteBackend:
         logprobs: Ask for token log probabilities to fill ``Verdict.score``. Servers that do not
             return them (``transformers serve``) leave the score None.
         stop: Send ``</result>`` as a stop string. The text is cut after ``</result>`` either
-            way; turn this off for servers that fail on stop strings (``transformers serve`` 5.x
-            with vision-language models).
+            way. A server that fails a request with stop strings (HTTP 400, 422 or 500) is asked
+            once more without them; if it answers, its checks go without them from then on
+            (``transformers serve`` 5.x with vision-language models; logged at INFO once; see
+            :class:`~guardvl_sdk.backends.stop_strings.StopStrings`).
         extra_body: Extra request fields, e.g. ``{"repetition_penalty": 1.0}`` for vLLM.
         headers: Extra HTTP headers.
         cooldown: Seconds a server that failed to connect is skipped.
@@ -163,6 +167,8 @@ class RemoteBackend:
             )
         self.model_id = model
         self.pool = EndpointPool([u.rstrip("/") for u in urls], cooldown=cooldown)
+        self.stop_strings = StopStrings()
+        """Which servers refuse stop strings (found once each; see :class:`StopStrings`)."""
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.max_new_tokens = max_new_tokens
@@ -282,28 +288,24 @@ class RemoteBackend:
             # in the checkpoint's generation config, as the local backend's clean config does.
             "frequency_penalty": 0.0,
         }
-        if self.stop:
-            body["stop"] = list(STOP_STRINGS)
         if self.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = TOP_LOGPROBS
         body.update(self.extra_body)
-        return json_body(body)
+        data = json_body(body)
+        # The stop strings go last, so that a server refusing them gets the same bytes without.
+        return with_stop_strings(data) if self.stop and "stop" not in body else data
 
     def _post(self, client: httpx2.Client, body: bytes, score_label: str) -> Generation:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
-            request = client.build_request(
-                "POST", f"{url}/chat/completions", content=body, headers=_JSON
-            )
+            sent = self.stop_strings.body_for(url, body)
             try:
-                with deadline(self.timeout):
-                    response = client.send(request, stream=True)
-                    try:
-                        content = read_body(response, self.max_response_bytes)
-                    finally:
-                        response.close()
+                response, content = self._send(client, url, sent)
+                if self.stop_strings.should_probe(url, sent, response.status_code):
+                    probe = self._resend(client, url, without_stop_strings(sent))
+                    response, content = self._probed(url, (response, content), probe)
             except _SLOW as exc:
                 raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
             except httpx2.TransportError as exc:
@@ -326,16 +328,12 @@ class RemoteBackend:
         failure: BackendConnectionError | None = None
         async with slots:
             for url in self.pool.order():
-                request = client.build_request(
-                    "POST", f"{url}/chat/completions", content=body, headers=_JSON
-                )
+                sent = self.stop_strings.body_for(url, body)
                 try:
-                    with deadline(self.timeout):
-                        response = await client.send(request, stream=True)
-                        try:
-                            content = await aread_body(response, self.max_response_bytes)
-                        finally:
-                            await response.aclose()
+                    response, content = await self._asend(client, url, sent)
+                    if self.stop_strings.should_probe(url, sent, response.status_code):
+                        probe = await self._aresend(client, url, without_stop_strings(sent))
+                        response, content = self._probed(url, (response, content), probe)
                 except _SLOW as exc:
                     raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
                 except httpx2.TransportError as exc:
@@ -346,6 +344,66 @@ class RemoteBackend:
                 return self._read(url, response, content, score_label)
         assert failure is not None
         raise failure
+
+    def _send(self, client: httpx2.Client, url: str, body: bytes) -> tuple[httpx2.Response, bytes]:
+        """One request to ``url``, its whole answer within ``timeout``."""
+        request = client.build_request(
+            "POST", f"{url}/chat/completions", content=body, headers=_JSON
+        )
+        with deadline(self.timeout):
+            response = client.send(request, stream=True)
+            try:
+                return response, read_body(response, self.max_response_bytes)
+            finally:
+                response.close()
+
+    async def _asend(
+        self, client: httpx2.AsyncClient, url: str, body: bytes
+    ) -> tuple[httpx2.Response, bytes]:
+        """Like :meth:`_send`, async."""
+        request = client.build_request(
+            "POST", f"{url}/chat/completions", content=body, headers=_JSON
+        )
+        with deadline(self.timeout):
+            response = await client.send(request, stream=True)
+            try:
+                return response, await aread_body(response, self.max_response_bytes)
+            finally:
+                await response.aclose()
+
+    def _resend(
+        self, client: httpx2.Client, url: str, body: bytes
+    ) -> tuple[httpx2.Response, bytes]:
+        """:meth:`_send` right after an error answer, once more if the connection was dropped.
+
+        A server may close a kept-alive connection after an error without saying so (uvicorn
+        does after an application's exception, as ``transformers serve`` raises on stop strings):
+        a request sent on it at once is reset, and the next one goes on a new connection.
+        """
+        try:
+            return self._send(client, url, body)
+        except _DROPPED:
+            return self._send(client, url, body)
+
+    async def _aresend(
+        self, client: httpx2.AsyncClient, url: str, body: bytes
+    ) -> tuple[httpx2.Response, bytes]:
+        """Like :meth:`_resend`, async."""
+        try:
+            return await self._asend(client, url, body)
+        except _DROPPED:
+            return await self._asend(client, url, body)
+
+    def _probed(
+        self,
+        url: str,
+        refused: tuple[httpx2.Response, bytes],
+        probe: tuple[httpx2.Response, bytes],
+    ) -> tuple[httpx2.Response, bytes]:
+        """The answer to keep after asking again without stop strings: the probe's if it
+        succeeded, else the answer to the request as it was (the failure was something else)."""
+        self.stop_strings.probed(url, refused[0].status_code, probe[0].status_code)
+        return refused if probe[0].status_code >= 400 else probe
 
     def _unreachable(self, url: str, exc: httpx2.TransportError) -> BackendConnectionError:
         """Mark ``url`` down and return the typed error; the attempt moves on to the next server."""

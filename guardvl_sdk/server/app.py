@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from guardvl_sdk.backends.base import AsyncBackend
 from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import AuditError, BackendError, GuardOutputError, InvalidInputError
 from guardvl_sdk.guard import Guard
@@ -101,10 +102,11 @@ class ServerState:
     async def _probe(self) -> bool:
         backend = self.guard.backend
         prompt = self.guard.policy.render("readiness probe")
-        agenerate = getattr(backend, "agenerate", None)
         try:
             work = (
-                agenerate([prompt]) if agenerate else asyncio.to_thread(backend.generate, [prompt])
+                backend.agenerate([prompt])
+                if isinstance(backend, AsyncBackend)
+                else asyncio.to_thread(backend.generate, [prompt])
             )
             generations = await asyncio.wait_for(work, self.settings.timeout)
         except Exception as exc:

@@ -33,6 +33,9 @@ class FakeReply:
             error document).
         logprobs: The ``choices[0].logprobs.content`` list to send, if any.
         drop: Close the connection without answering.
+        close: Answer, then close the connection a moment later without having said so (no
+            ``Connection: close``), as uvicorn does after an application error: a client that
+            sends its next request on the kept-alive connection at once gets it reset.
         tool_calls: Function calls the assistant makes, each ``{"name": ..., "arguments": ...}``
             (a chat completion's ``tool_calls``, a response's ``function_call`` items); streamed,
             their arguments come in pieces of a few characters.
@@ -48,6 +51,7 @@ class FakeReply:
     body: str | None = None
     logprobs: list[dict[str, Any]] | None = None
     drop: bool = False
+    close: bool = False
     tool_calls: Sequence[Mapping[str, str]] = ()
     reasoning: str | None = None
 
@@ -405,6 +409,10 @@ class _FakeHandler(BaseHTTPRequestHandler):
             answer = fake._response if responses else fake._completion
             payload = reply.body if reply.body is not None else answer(body, reply)
             self._send(reply.status, payload, reply.headers)
+            if reply.close:
+                # Long enough for the client's next request to arrive unread: closing then resets.
+                fake._closing.wait(0.05)
+                self.close_connection = True
         finally:
             with fake._lock:
                 fake._in_flight -= 1
