@@ -404,13 +404,17 @@ def _choices(kwargs: dict[str, Any]) -> int:
 
 
 def _reasoning(item: Any) -> str:
-    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``."""
+    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``.
+
+    Every reasoning field present is read, not the first: a server may fill two differently.
+    """
     extra = getattr(item, "model_extra", None) or {}
+    texts: list[str] = []
     for name in _REASONING_FIELDS:
         value = extra.get(name, getattr(item, name, None))
-        if isinstance(value, str) and value:
-            return value
-    return ""
+        if isinstance(value, str) and value and value not in texts:
+            texts.append(value)
+    return "\n\n".join(texts)
 
 
 def _answer_text(message: Any) -> str:
