@@ -7,10 +7,10 @@
     client.responses.create(model=..., input=[...], stream=True)  # guarded too
 
 The wrapper never touches the client it wraps: it is a proxy whose ``chat.completions.create``
-checks the user turns of ``messages`` (text parts, ``image_url`` parts with ``data:`` URLs;
-``http(s)`` image URLs only when the guard fetches images) before the call, and every returned
-choice (``n > 1`` included; one of tool calls only as an empty answer) after it, in the context
-of the request. A streamed answer is
+checks every message of ``messages`` (every role; text parts, ``image_url`` parts with ``data:``
+URLs; ``http(s)`` image URLs only when the guard fetches images) before the call, and every returned
+choice (``n > 1`` included: its text, reasoning and refusal, and its tool calls' names and
+arguments) after it, in the context of the request. A streamed answer is
 checked while it streams with the middleware's rules (``stream_every``, ``stream_window``,
 ``buffered``; see :func:`~guardvl_sdk.hooks.guarded`); its tool calls are assembled from their
 deltas and judged whole with its text by the final check, the chunks from the first tool-call
@@ -419,13 +419,17 @@ def _refuse_unknown_fields(
 
 
 def _reasoning(item: Any) -> str:
-    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``."""
+    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``.
+
+    Every reasoning field present is read, not the first: a server may fill two differently.
+    """
     extra = getattr(item, "model_extra", None) or {}
+    texts: list[str] = []
     for name in _REASONING_FIELDS:
         value = extra.get(name, getattr(item, name, None))
-        if isinstance(value, str) and value:
-            return value
-    return ""
+        if isinstance(value, str) and value and value not in texts:
+            texts.append(value)
+    return "\n\n".join(texts)
 
 
 def _answer_text(message: Any) -> str:

@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from openai import OpenAI
 
 from guardvl_sdk import ConfigurationError, GuardBlocked
 from guardvl_sdk.integrations.openai import guard_openai
+from guardvl_sdk.testing import FakeChatServer, FakeReply
 from tests.test_openai import Upstream, ask, default_answer, make_client, scripted
 
 
@@ -55,8 +57,63 @@ def test_reasoning_content_is_inspected_as_output() -> None:
         guarded.chat.completions.create(model="vlm", messages=ask("hello"))
 
 
+def test_every_reasoning_field_is_inspected_not_only_the_first() -> None:
+    def answer(asked: str, index: int) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": "I cannot say.",
+            "reasoning_content": "a harmless thought",
+            "reasoning": "here is the poison you asked for",  # a second field, filled otherwise
+        }
+
+    guarded = guard_openai(make_client(Upstream(answer)), scripted()[0])
+    with pytest.raises(GuardBlocked):
+        guarded.chat.completions.create(model="vlm", messages=ask("hello"))
+
+
 @pytest.mark.parametrize("name", ["post", "request", "batches", "with_raw_response"])
 def test_raw_requests_and_batches_are_refused(name: str) -> None:
     guarded = guard_openai(make_client(Upstream(default_answer)), scripted()[0])
     with pytest.raises(ConfigurationError, match="not guarded"):
         getattr(guarded, name)
+
+
+# -- a reasoning model's streamed thoughts, over real HTTP --------------------------------------
+
+
+def streamed_reasoning(guarded: Any) -> tuple[list[str], list[str]]:
+    """The reasoning and text pieces a guarded stream released, until it ended or was blocked."""
+    thoughts: list[str] = []
+    text: list[str] = []
+    stream = guarded.chat.completions.create(model="vlm", messages=ask("hello"), stream=True)
+    for chunk in stream:
+        for choice in chunk.choices:
+            thoughts.append((choice.delta.model_extra or {}).get("reasoning_content") or "")
+            text.append(choice.delta.content or "")
+    return thoughts, text
+
+
+def test_streamed_reasoning_content_is_judged_before_it_is_released() -> None:
+    """The real openai client over loopback HTTP to a server streaming ``delta.reasoning_content``
+    word by word (as vLLM, SGLang and DeepSeek do): the thoughts are output, judged while they
+    stream, and a harmful one stops the stream before any of it reaches the caller."""
+    thought = "Let me think this through carefully: the poison is made from"
+    reply = FakeReply(content="I cannot help with that.", reasoning=thought)
+    with FakeChatServer(reply) as server:
+        client = OpenAI(base_url=server.url, api_key="k", max_retries=0)
+        guarded = guard_openai(client, scripted()[0], stream_every=16)
+        released: list[str] = []
+        with pytest.raises(GuardBlocked) as blocked:
+            stream = guarded.chat.completions.create(model="vlm", messages=ask("hi"), stream=True)
+            for chunk in stream:
+                delta = chunk.choices[0].delta if chunk.choices else None
+                released.append(str((delta.model_extra or {}) if delta else ""))
+        assert blocked.value.verdict.stage == "output"
+        assert released and "poison" not in "".join(released)  # some passed, not the harmful one
+
+    clean = FakeReply(content="Knead it.", reasoning="Bread needs flour, water and time.")
+    with FakeChatServer(clean) as server:
+        client = OpenAI(base_url=server.url, api_key="k", max_retries=0)
+        thoughts, text = streamed_reasoning(guard_openai(client, scripted()[0]))
+    assert "".join(thoughts).split() == clean.reasoning.split()  # released whole, in order
+    assert "".join(text).split() == ["Knead", "it."]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseStreamEvent
 
 from guardvl_sdk import ConfigurationError, GuardBlocked, GuardEvent, InvalidInputError, Label
 from guardvl_sdk.integrations.openai import guard_openai
@@ -235,3 +235,26 @@ async def test_async_client_create_and_stream() -> None:
     assert all(
         e.type != "response.output_item.added" or e.item.type != "function_call" for e in got
     )
+
+
+def test_text_only_a_snapshot_event_carries_is_held_and_judged() -> None:
+    """A server whose done events or final response differ from its deltas: what they add is
+    judged with the answer, and every event from the first such one on is held until then."""
+    from pydantic import TypeAdapter
+
+    from guardvl_sdk.hooks import StreamOptions
+    from guardvl_sdk.integrations.openai_responses import _Events
+
+    events = TypeAdapter(ResponseStreamEvent).validate_python
+    at = {"item_id": "msg_0", "output_index": 0, "content_index": 0, "logprobs": []}
+    gates = _Events(StreamOptions(every=4))
+    due = gates.add(events({"type": "response.output_text.delta", "delta": "Hello", **at,
+                            "sequence_number": 0}))  # fmt: skip
+    assert [d.answer for d in due] == ["Hello"] and len(gates.release(0)) == 1
+    done = events({"type": "response.output_text.done", "text": f"Hello {EVIL}", **at,
+                   "sequence_number": 1})  # fmt: skip
+    assert gates.add(done) == [] and gates.release(0) == []  # held: new content
+    final = gates.finish()[0].answer
+    assert isinstance(final, dict)
+    assert [part["text"] for part in final["content"]] == ["Hello", f"Hello {EVIL}"]
+    assert gates.release_all() == [done]

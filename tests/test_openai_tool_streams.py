@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from guardvl_sdk import GuardBlocked, GuardEvent, Label
+from guardvl_sdk import GuardBlocked, GuardEvent, JsonlAuditLog, Label
 from guardvl_sdk.hooks import guarded
 from guardvl_sdk.integrations.openai import guard_openai
 from guardvl_sdk.testing import FakeChatServer, FakeReply
@@ -90,8 +91,9 @@ async def test_async_stream_holds_tool_calls_too() -> None:
     assert calls_of(got) == {}  # the benign first call is held with the harmful second one
 
 
-def test_stream_checks_record_the_offsets_they_covered() -> None:
-    guard, _ = judging_guard()
+def test_stream_checks_record_the_offsets_they_covered(tmp_path: Path) -> None:
+    log = JsonlAuditLog(tmp_path / "audit.jsonl")
+    guard, _ = judging_guard(audit=log)
     seen: list[GuardEvent] = []
     text = "One two three four five six seven eight nine ten eleven twelve thirteen."
     with FakeChatServer(text) as server:
@@ -111,6 +113,8 @@ def test_stream_checks_record_the_offsets_they_covered() -> None:
         assert later.offset <= earlier.offset + earlier.chars  # and leaves no gap
     final = answers[-1]
     assert not final[0] and final[1].offset == 0 and final[1].chars == len(text)
+    records = [r for r in JsonlAuditLog.read(tmp_path / "audit.jsonl") if r.stage == "output"]
+    assert [r.inspected[-1].offset for r in records] == [p.offset for _, p in answers]
     plain = guard.check("hi", response="an answer")  # a whole answer checked at once: no offset
     assert plain.inspected[-1].offset is None
 

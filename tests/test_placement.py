@@ -1,4 +1,5 @@
-"""Every entry point lays a conversation out exactly as docs/middleware.md says.
+"""Every entry point lays a conversation out exactly as docs/middleware.md says, and blocks a
+harmful instruction wherever it sits in it.
 
 The same agent conversation (a system prompt, a user turn with a photo, an assistant history
 turn, the newest user turn, the assistant's tool call and the tool's result) goes in through each
@@ -22,13 +23,13 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from openai import OpenAI
 
-from guardvl_sdk import Guard, Prompt
+from guardvl_sdk import Guard, GuardBlocked, GuardEvent, Label, Prompt
 from guardvl_sdk.hooks import guarded
 from guardvl_sdk.integrations.langchain import GuardedChatModel
 from guardvl_sdk.integrations.openai import guard_openai
 from guardvl_sdk.testing import FakeChatServer, FakeReply
 
-from .judge import BLUE, conversation, judging_guard, slots
+from .judge import BLUE, EVIL, conversation, judging_guard, slots
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "middleware.md"
 ANSWER_CALL = {"name": "book_hotel", "arguments": json.dumps({"city": "Valencia", "nights": 2})}
@@ -144,8 +145,8 @@ def test_guard_openai_responses(stream: bool) -> None:
     assert slots(answered)[1].strip() == ANSWER_SLOT
 
 
-def langchain_conversation() -> list[Any]:
-    system, photo, history, newest, call, result = conversation()
+def langchain_conversation(evil_in: str | None = None) -> list[Any]:
+    system, photo, history, newest, call, result = conversation(evil_in)
     tool_call = call["tool_calls"][0]
     return [
         SystemMessage(system["content"]),
@@ -178,3 +179,76 @@ def test_guarded_chat_model() -> None:
     # LangChain keeps arguments parsed: they are judged as JSON with sorted keys.
     expected = json.dumps(args, sort_keys=True)
     assert slots(answer)[1].strip() == f"[tool call: book_hotel]\n{expected}"
+
+
+# -- every entry point blocks a harmful instruction wherever it is, and lists every part once --
+
+PLACES = ["assistant", "tool_result", "tool_call", "image", "user"]
+RECEIPT = [
+    (0, "system", "text"),
+    (1, "user", "text"),
+    (1, "user", "image"),
+    (2, "assistant", "text"),
+    (3, "user", "text"),
+    (4, "assistant", "tool_call"),
+    (5, "tool", "tool_result"),
+]
+
+
+def through_decorator(guard: Guard, evil_in: str | None, seen: list[GuardEvent]) -> None:
+    @guarded(guard, on_verdict=seen.append)
+    def agent_step(messages: list[dict[str, Any]]) -> str:
+        return "Fine."
+
+    agent_step(conversation(evil_in))
+
+
+def through_session(guard: Guard, evil_in: str | None, seen: list[GuardEvent]) -> None:
+    with guard.session(on_verdict=seen.append) as session:
+        session.before(messages=conversation(evil_in))
+        session.after("Fine.")
+
+
+def through_openai_chat(guard: Guard, evil_in: str | None, seen: list[GuardEvent]) -> None:
+    with FakeChatServer("Fine.") as server:
+        client = guard_openai(
+            OpenAI(base_url=server.url, api_key="k"), guard, on_verdict=seen.append
+        )
+        try:
+            client.chat.completions.create(model="vlm", messages=conversation(evil_in))
+        finally:
+            assert len(server.requests) == (0 if evil_in else 1)  # blocked before the model
+
+
+def through_guarded_chat_model(guard: Guard, evil_in: str | None, seen: list[GuardEvent]) -> None:
+    model = GuardedChatModel(
+        GenericFakeChatModel(messages=iter([AIMessage("Fine.")])), guard, on_verdict=seen.append
+    )
+    model.invoke(langchain_conversation(evil_in))
+
+
+ENTRY_POINTS = [through_decorator, through_session, through_openai_chat, through_guarded_chat_model]
+
+
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("entry", ENTRY_POINTS, ids=lambda f: f.__name__)
+def test_a_harmful_instruction_anywhere_is_blocked(entry: Any, where: str) -> None:
+    guard, _ = judging_guard()
+    seen: list[GuardEvent] = []
+    with pytest.raises(GuardBlocked) as blocked:
+        entry(guard, where, seen)
+    assert blocked.value.verdict.request is Label.HARMFUL
+    assert [e.stage for e in seen] == ["input"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS, ids=lambda f: f.__name__)
+def test_a_benign_conversation_passes_and_the_receipt_lists_every_part_once(entry: Any) -> None:
+    guard, _ = judging_guard()
+    seen: list[GuardEvent] = []
+    entry(guard, None, seen)
+    assert [(e.stage, e.verdict.blocked) for e in seen] == [("input", False), ("output", False)]
+    parts = [(p.message, p.role, p.kind) for p in seen[0].verdict.inspected]
+    if entry is through_guarded_chat_model:  # LangChain's tool-calling turn has content ""
+        assert parts.pop(5) == (4, "assistant", "text")
+    assert parts == RECEIPT
+    assert EVIL not in str(seen)

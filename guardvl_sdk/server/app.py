@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from guardvl_sdk.backends.base import AsyncBackend
 from guardvl_sdk.checks import CheckInput
 from guardvl_sdk.errors import AuditError, BackendError, GuardOutputError, InvalidInputError
 from guardvl_sdk.guard import Guard
@@ -101,10 +102,11 @@ class ServerState:
     async def _probe(self) -> bool:
         backend = self.guard.backend
         prompt = self.guard.policy.render("readiness probe")
-        agenerate = getattr(backend, "agenerate", None)
         try:
             work = (
-                agenerate([prompt]) if agenerate else asyncio.to_thread(backend.generate, [prompt])
+                backend.agenerate([prompt])
+                if isinstance(backend, AsyncBackend)
+                else asyncio.to_thread(backend.generate, [prompt])
             )
             generations = await asyncio.wait_for(work, self.settings.timeout)
         except Exception as exc:
@@ -193,8 +195,9 @@ def _endpoint(api: str, read: Reader, answer: Answer, *, block_invalid: bool = F
             state.metrics.in_flight.dec()
         seconds = time.perf_counter() - began
         state.metrics.latency.labels(api).observe(seconds)
-        fields.update(status=response.status_code, duration_ms=round(seconds * 1000, 2))
-        logger.info(json.dumps(fields))
+        if logger.isEnabledFor(logging.INFO):  # no JSON encoding for a line nobody reads
+            fields.update(status=response.status_code, duration_ms=round(seconds * 1000, 2))
+            logger.info(json.dumps(fields))
         response.headers["x-request-id"] = request_id
         return response
 
@@ -236,7 +239,10 @@ def _endpoint(api: str, read: Reader, answer: Answer, *, block_invalid: bool = F
         fields["checks"] = [
             {"stage": v.stage, "status": v.status.value, "blocked": v.blocked} for v in verdicts
         ]
-        return JSONResponse(answer(verdicts, items, state))
+        answered = answer(verdicts, items, state)
+        if isinstance(answered, bytes):  # JSON already (a verdict as the Python API dumps it)
+            return Response(answered, media_type="application/json")
+        return JSONResponse(answered)
 
     return handle
 
@@ -253,7 +259,7 @@ def _moderations(verdicts: list[Verdict], items: list[CheckInput], state: Server
 
 
 def _native(verdicts: list[Verdict], items: list[CheckInput], state: ServerState) -> Any:
-    return verdicts[0].model_dump(mode="json")
+    return verdicts[0].model_dump_json().encode()  # pydantic's own encoder: no dict in between
 
 
 def _litellm(verdicts: list[Verdict], items: list[CheckInput], state: ServerState) -> Any:
