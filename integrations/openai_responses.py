@@ -58,11 +58,11 @@ from guardvl_sdk.hooks import (
     guard_stream,
     read_messages,
 )
-from guardvl_sdk.integrations.openai import (
+from guardvl_sdk.integrations.openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
-    _aiter,
-    _refuse_unknown_fields,
+    refuse_unknown_fields,
+    replay,
 )
 from guardvl_sdk.verdict import Verdict
 
@@ -141,7 +141,7 @@ def _start(kwargs: dict[str, Any]) -> Request:
     """Read the request (``kwargs["input"]`` becomes a list or stays a str); refuse the rest."""
     if "input" not in kwargs:
         raise InvalidInputError("responses.create needs input=")
-    _refuse_unknown_fields(kwargs, FORWARDED, "responses.create")
+    refuse_unknown_fields(kwargs, FORWARDED, "responses.create")
     for tool in kwargs.get("tools") or []:
         kind = as_message(tool).get("type")
         if kind != "function":
@@ -477,7 +477,7 @@ class AsyncResponses(_ResponsesGuarding):
             if verdict.blocked:
                 refused = self._input_blocked(verdict, kwargs)
                 if stream:
-                    return AsyncGuardedStream(_aiter(self._refused_stream(model)))
+                    return AsyncGuardedStream(replay(self._refused_stream(model)))
                 return refused
         result = await self._wrapped.create(**kwargs)
         if not self._options.checks_output:

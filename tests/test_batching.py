@@ -52,24 +52,34 @@ async def test_asyncio_tasks_are_batched() -> None:
 
 def test_a_lone_caller_does_not_wait_for_the_window() -> None:
     model = Model(delay=0.0)
-    batcher = Batcher(model, window=0.5, max_batch_size=16)
+    window = 30.0  # so long that waiting it can never pass for scheduling delay on a busy host
+    batcher = Batcher(model, window=window, max_batch_size=16)
     batcher([1])  # start the worker
     for item in (2, 3, 4):
         started = time.perf_counter()
         assert batcher([item]) == [2 * item]
-        assert time.perf_counter() - started < 0.1  # far below the 0.5 s window
+        assert time.perf_counter() - started < window / 6  # it did not wait the window
     assert Batcher(model, window=0.0, max_batch_size=4)([3]) == [6]
 
 
 def test_callers_arriving_during_a_call_wait_the_window_together() -> None:
-    model = Model(delay=0.1)
-    batcher = Batcher(model, window=0.05, max_batch_size=16)
-    with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(batcher, [0])
-        time.sleep(0.03)  # the first call is running; the others queue behind it
-        rest = list(pool.map(lambda i: batcher([i]), range(1, 8)))
-    assert first.result() == [0] and rest == [[2 * i] for i in range(1, 8)]
-    assert model.batches[0] == [0] and len(model.batches) == 2
+    running, release = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        running.set()
+        assert release.wait(30)  # the first call runs until every other caller has queued
+        return [2 * item for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run, window=0.05, max_batch_size=16)
+    first = batcher.submit([0])
+    assert running.wait(30)  # the first call is running; the others queue behind it
+    rest = [batcher.submit([i]) for i in range(1, 8)]
+    release.set()
+    assert first.result(timeout=30) == [0]
+    assert [future.result(timeout=30) for future in rest] == [[2 * i] for i in range(1, 8)]
+    assert batches == [[0], list(range(1, 8))]  # the seven queued callers: one batch
 
 
 def test_results_delivered_early_reach_their_callers_before_the_call_ends() -> None:
@@ -103,18 +113,26 @@ def test_an_error_reaches_only_its_own_caller() -> None:
 
 
 async def test_a_cancelled_caller_is_withdrawn_and_does_not_delay_others() -> None:
-    model = Model(delay=0.3)
-    batcher = Batcher(model, window=0.0, max_batch_size=1)
-    busy = asyncio.create_task(batcher.asubmit([1]))  # occupies the model
-    await asyncio.sleep(0.05)
+    running, release = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        running.set()
+        assert release.wait(30)  # [1] occupies the model until [2] was cancelled
+        return [2 * item for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run, window=0.0, max_batch_size=1)
+    busy = asyncio.create_task(batcher.asubmit([1]))
+    assert await asyncio.to_thread(running.wait, 30)
     waiting = asyncio.create_task(batcher.asubmit([2]))  # queued behind it
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # let it submit
     waiting.cancel()
-    started = time.perf_counter()
+    await asyncio.sleep(0)
+    release.set()
     assert await batcher.asubmit([3]) == [6]
-    assert time.perf_counter() - started < 0.3 + 0.3 + 0.2  # [2] never ran
     assert await busy == [2] and waiting.cancelled()
-    assert [2] not in model.batches
+    assert batches == [[1], [3]]  # [2] never ran: [3] came right after [1]
 
 
 def test_requests_larger_than_the_batch_run_alone_and_order_holds() -> None:

@@ -57,6 +57,20 @@ def test_reasoning_content_is_inspected_as_output() -> None:
         guarded.chat.completions.create(model="vlm", messages=ask("hello"))
 
 
+def test_every_reasoning_field_is_inspected_not_only_the_first() -> None:
+    def answer(asked: str, index: int) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": "I cannot say.",
+            "reasoning_content": "a harmless thought",
+            "reasoning": "here is the poison you asked for",  # a second field, filled otherwise
+        }
+
+    guarded = guard_openai(make_client(Upstream(answer)), scripted()[0])
+    with pytest.raises(GuardBlocked):
+        guarded.chat.completions.create(model="vlm", messages=ask("hello"))
+
+
 @pytest.mark.parametrize("name", ["post", "request", "batches", "with_raw_response"])
 def test_raw_requests_and_batches_are_refused(name: str) -> None:
     guarded = guard_openai(make_client(Upstream(default_answer)), scripted()[0])

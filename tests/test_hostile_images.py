@@ -1,6 +1,8 @@
 """Hostile images and image sources: each is refused with a typed error, or loads, within a stated
-time and memory bound; never a crash inside PIL. Peak memory is measured in a fresh process
-(``ru_maxrss``), since PIL's buffers are invisible to tracemalloc."""
+time and memory bound; never a crash inside PIL. Time bounds on decoding are CPU time of this
+process (``time.process_time``): the work done, which a loaded machine does not inflate. Peak
+memory is measured in a fresh process (``ru_maxrss``), since PIL's buffers are invisible to
+tracemalloc."""
 
 from __future__ import annotations
 
@@ -88,10 +90,10 @@ def test_many_large_palette_images_exceed_the_check_budget(tmp_path: Path) -> No
 
 def test_a_thousand_small_images_exceed_the_image_count(tmp_path: Path) -> None:
     small = encode(Image.new("RGB", (64, 64), "red"))
-    began = time.perf_counter()
+    began = time.process_time()
     with pytest.raises(InvalidInputError, match=f"at most {MAX_CHECK_IMAGES}"):
         load_images([small] * 1000)
-    assert time.perf_counter() - began < 1.0
+    assert time.process_time() - began < 1.0
     guard = Guard(ScriptedBackend(RESULT_SAFE_REQUEST))
     with pytest.raises(InvalidInputError, match="at most"):
         guard.check("look", image=[small] * (MAX_CHECK_IMAGES + 1))
@@ -105,10 +107,10 @@ def _progressive_jpeg_with_extra_scans(side: int, extra: int) -> bytes:
 
 def test_a_progressive_jpeg_with_many_scans_is_refused_before_decoding() -> None:
     bomb = _progressive_jpeg_with_extra_scans(4000, 200)  # ~0.2 MB, ~15 s to decode in PIL
-    began = time.perf_counter()
+    began = time.process_time()
     with pytest.raises(InvalidInputError, match="scan-pixel decoding limit"):
         load_image(bomb)
-    assert time.perf_counter() - began < 1.0
+    assert time.process_time() - began < 1.0
     ordinary = encode(Image.new("RGB", (1500, 1000), "blue"), "JPEG", progressive=True)
     assert load_image(ordinary).mode == "RGB"  # a photo's ten scans are well within the bound
 
@@ -128,9 +130,9 @@ def test_long_frame_and_directory_chains_are_not_walked() -> None:
     frames = [Image.new("RGB", (8, 8), (i % 256, 0, 0)) for i in range(300)]
     for fmt in ("TIFF", "GIF"):
         data = encode(frames[0], fmt, save_all=True, append_images=frames[1:])
-        began = time.perf_counter()
+        began = time.process_time()
         assert load_image(data).getpixel((0, 0))[0] < 10  # the first frame
-        assert time.perf_counter() - began < 0.5, fmt
+        assert time.process_time() - began < 0.5, fmt
 
 
 def test_a_pil_image_in_any_mode_loads() -> None:
@@ -144,10 +146,11 @@ def test_a_pil_image_in_any_mode_loads() -> None:
     ["image\x00.png", "/proc/self/mem", "/dev/zero", "/proc", "/does/not/exist.png"],
 )
 def test_paths_that_are_not_image_files_are_typed(path: str) -> None:
-    began = time.perf_counter()
+    began, wall = time.process_time(), time.monotonic()
     with pytest.raises(InvalidInputError):
         load_image(path)
-    assert time.perf_counter() - began < 1.0
+    assert time.process_time() - began < 1.0  # no work: nothing read from a device
+    assert time.monotonic() - wall < 30  # and nothing blocked on one
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:

@@ -56,11 +56,11 @@ def test_a_bomb_is_refused_fast_and_in_bounded_memory() -> None:
     side = int(MAX_SOURCE_PIXELS**0.5) * 4  # 16x the limit, a few KB encoded
     bomb = encode(Image.new("1", (side, side)))
     tracemalloc.start()
-    began = time.perf_counter()
+    began = time.process_time()
     # Refused from the header: our limit, or Pillow's own decompression-bomb check before it.
     with pytest.raises(InvalidInputError, match=r"pixel limit|decompression bomb"):
         load_image(bomb)
-    elapsed = time.perf_counter() - began
+    elapsed = time.process_time() - began
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 20_000_000, f"peak {peak} bytes: the bomb was decoded"
@@ -124,10 +124,10 @@ def test_a_megabyte_of_text_is_refused_quickly_not_cut_into_a_pass() -> None:
 
     guard = Guard(ScriptedBackend(judge))
     megabyte = "harmless words " * 70_000
-    began = time.perf_counter()
+    began = time.process_time()
     with pytest.raises(InvalidInputError, match="text too long"):
         guard.check(megabyte)
-    assert time.perf_counter() - began < 2.0 and not calls
+    assert time.process_time() - began < 2.0 and not calls
 
 
 def test_a_megabyte_of_text_is_windowed_when_the_budget_allows() -> None:
