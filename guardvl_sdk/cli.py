@@ -1,5 +1,8 @@
 """The ``guardvl`` command line.
 
+One module over 400 lines on purpose: one parser and one handler per subcommand, argument handling
+only (the work is in the modules they call).
+
 Exit status of ``guardvl check``: 0 allowed, 1 blocked, 2 usage or input error. ``guardvl train``
 and ``guardvl demo``: 0 done, 2 usage, data or configuration error.
 """

@@ -1,4 +1,8 @@
-"""Guard: checks requests and responses with a guard model and decides what may pass."""
+"""Guard: checks requests and responses with a guard model and decides what may pass.
+
+One module over 400 lines on purpose: ``Guard``'s documented options, its three factories and the
+check pipeline (cache, memory, audit); the pure steps of a check are :mod:`guardvl_sdk.steps`.
+"""
 
 from __future__ import annotations
 

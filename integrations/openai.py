@@ -1,5 +1,8 @@
 """OpenAI client: ``guard_openai(client, guard)`` guards chat completions and the Responses API.
 
+One module over 400 lines on purpose: the chat completions call surface (proxy, allowlist, choices,
+streams; sync and async) with its types.
+
 ::
 
     client = guard_openai(OpenAI(base_url=..., api_key=...), guard)  # or AsyncOpenAI

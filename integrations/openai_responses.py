@@ -1,5 +1,8 @@
 """``guard_openai(client, guard).responses.create``: the Responses API, guarded like chat.
 
+One module over 400 lines on purpose: the Responses API's whole call surface (items, allowlists,
+events; sync and async) with its types.
+
 The request's ``instructions`` and ``input`` items (messages with text and images, function
 calls and their outputs, reasoning) are read as one conversation
 (:func:`guardvl_sdk.conversation.from_responses_input`) and checked before the call; the

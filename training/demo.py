@@ -1,5 +1,8 @@
 """The demo guard: a tiny Qwen2.5-VL trained with this package's R-SFT on synthetic policy data.
 
+One module over 400 lines on purpose: the demo's generator, training and evaluation, one self-
+contained recipe.
+
 A DEMO OF THE MACHINERY, NOT A SAFETY MODEL. It shows, offline and in about a minute of CPU, that
 data -> custom policy -> R-SFT -> ``Guard.from_pretrained`` produces a guard that really writes
 the trained format. Its labels follow a handful of keywords and image colours of a synthetic

@@ -1,5 +1,8 @@
 """Online RL (REFERENCE.md §2 stage 2): GRPO with trl's ``GRPOTrainer`` and the paper's recipe.
 
+One module over 400 lines on purpose: the RL stage's settings, data preparation and trl wiring
+(shared parts: stage.py; trl patch: grpo_patch.py).
+
 :func:`train_rl` runs the whole stage on labelled records (no reasoning needed):
 
 1. rejection sampling with the starting model (:mod:`~guardvl_sdk.training.rejection`): keep the

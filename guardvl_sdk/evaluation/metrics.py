@@ -1,5 +1,8 @@
 """Metrics over scored items: confusion matrix, F1, precision, recall, percentiles, PR curves.
 
+One module over 400 lines on purpose: every figure of a task (confusion, curves, calibration) is
+defined once, here.
+
 Everything here is plain arithmetic on :class:`Outcome` lists, with no model and no I/O, so each
 figure can be checked by hand. Conventions:
 
