@@ -5,7 +5,9 @@
 The service (``guardvl serve``'s app under uvicorn, every default on: key check, body and image
 limits, metrics, JSON log line) runs in a child process around a ``Guard`` with a scripted
 backend, so only the service's own work is measured; this process is the client (one keep-alive
-``httpx`` connection). In-process baseline: ``guard.check`` on an identical guard here.
+``httpx`` connection, with ``TCP_NODELAY`` as any latency-minded client sets it: httpx writes a
+request's headers and body separately, and Nagle's algorithm holds the body back until the
+headers are acknowledged). In-process baseline: ``guard.check`` on an identical guard here.
 
 Prints, for a text check: the median in-process check, the median ``POST /v1/guard/check`` and
 ``POST /v1/moderations`` round trip, and the added latency (target: under 2 ms); then the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -37,6 +40,7 @@ ANSWER = (
 )
 TEXT = "How long should I boil an egg for a soft yolk?"
 KEY = "bench-key"
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 CHILD = textwrap.dedent(
     """
@@ -72,14 +76,19 @@ def start_service() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the service did not start")
 
 
+def http_client(url: str) -> httpx.Client:
+    transport = httpx.HTTPTransport(socket_options=NODELAY)
+    return httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, transport=transport
+    )
+
+
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process (Linux /proc)."""
-    import os
-
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -96,7 +105,7 @@ def cpu_per_check(url: str, pid: int, runs: int) -> None:
     for _ in range(runs):
         guard.check(TEXT)
     local = (time.process_time() - began) / runs
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+    with http_client(url) as client:
         before = cpu_seconds(pid)
         for _ in range(runs):
             client.post("/v1/guard/check", json={"text": TEXT})
@@ -110,14 +119,13 @@ def cpu_per_check(url: str, pid: int, runs: int) -> None:
 
 def latency(url: str, runs: int) -> None:
     guard = Guard(ScriptedBackend(ANSWER))
-    headers = {"Authorization": f"Bearer {KEY}"}
     times: dict[str, list[float]] = {
         "in-process guard.check": [],
         "/v1/guard/check": [],
         "/v1/moderations": [],
     }
     verdicts: dict[str, object] = {}
-    with httpx.Client(base_url=url, headers=headers) as client:
+    with http_client(url) as client:
 
         def native() -> object:
             return client.post("/v1/guard/check", json={"text": TEXT}).json()
@@ -160,8 +168,9 @@ def _count(metrics: str) -> int:
 async def throughput(url: str, clients: int, requests: int) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=NODELAY)
     async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=60
+        base_url=url, headers=headers, transport=transport, timeout=60
     ) as client:
         queue = iter(range(requests))
 
@@ -198,11 +207,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--requests", type=int, default=1024)
     args = parser.parse_args()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load} ({os.cpu_count()} cores)")
     process, url = start_service()
     try:
         latency(url, args.runs)
         cpu_per_check(url, process.pid, args.runs * 5)
         asyncio.run(throughput(url, args.clients, args.requests))
+        print("load average after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         process.terminate()
         process.wait(timeout=30)

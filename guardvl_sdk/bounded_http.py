@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpcore2
 import httpx2
@@ -25,6 +25,7 @@ import httpx2
 __all__ = [
     "BodyTooLarge",
     "ConnectHook",
+    "TransportOptions",
     "aread_body",
     "async_transport",
     "deadline",
@@ -46,6 +47,13 @@ def deadline(seconds: float) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def _connecting(connect: ConnectHook | None, host: str, port: int, timeout: float | None) -> Any:
+    """Run the ``connect`` hook, then give the connect timeout cut to the time left."""
+    if connect is not None:
+        connect(host, port)
+    return _left(timeout, httpcore2.ConnectTimeout)
 
 
 def _left(timeout: float | None, error: type[Exception]) -> float | None:
@@ -95,12 +103,8 @@ class _Backend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.NetworkStream:
-        if self._connect is not None:
-            self._connect(host, port)
-        stream = self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore2.ConnectTimeout), local_address, socket_options
-        )
-        return _Stream(stream)
+        left = _connecting(self._connect, host, port, timeout)
+        return _Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -144,11 +148,8 @@ class _AsyncBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        if self._connect is not None:
-            self._connect(host, port)
-        stream = await self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore2.ConnectTimeout), local_address, socket_options
-        )
+        left = _connecting(self._connect, host, port, timeout)
+        stream = await self._inner.connect_tcp(host, port, left, local_address, socket_options)
         return _AsyncStream(stream)
 
     async def connect_unix_socket(
@@ -160,46 +161,45 @@ class _AsyncBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _pool_options(
-    limits: httpx2.Limits | None, socket_options: Iterable[Any] | None
-) -> dict[str, Any]:
-    limits = limits or httpx2.Limits()
+class TransportOptions(TypedDict, total=False):
+    """What :func:`transport` and :func:`async_transport` take, all optional.
+
+    Attributes:
+        limits: The connection pool's limits (httpx2's default).
+        socket_options: Socket options of every connection.
+        connect: Sees (and may refuse) every TCP connection attempt.
+    """
+
+    limits: httpx2.Limits | None
+    socket_options: Iterable[Any] | None
+    connect: ConnectHook | None
+
+
+def _pool_options(options: TransportOptions, backend: type[Any]) -> dict[str, Any]:
+    limits = options.get("limits") or httpx2.Limits()
     return {
         "ssl_context": httpx2.create_ssl_context(trust_env=False),
         "max_connections": limits.max_connections,
         "max_keepalive_connections": limits.max_keepalive_connections,
         "keepalive_expiry": limits.keepalive_expiry,
-        "socket_options": socket_options,
+        "socket_options": options.get("socket_options"),
+        "network_backend": backend(options.get("connect")),
     }
 
 
-def transport(
-    *,
-    limits: httpx2.Limits | None = None,
-    socket_options: Iterable[Any] | None = None,
-    connect: ConnectHook | None = None,
-) -> httpx2.HTTPTransport:
+def transport(**options: Unpack[TransportOptions]) -> httpx2.HTTPTransport:
     """An ``httpx2`` transport whose requests honour :func:`deadline` (and ``connect``)."""
     result = httpx2.HTTPTransport(trust_env=False)
     # httpx2's transport takes no network backend, so its connection pool is replaced by one
     # that has ours (the pool is what the transport sends every request through).
-    result._pool = httpcore2.ConnectionPool(
-        **_pool_options(limits, socket_options), network_backend=_Backend(connect)
-    )
+    result._pool = httpcore2.ConnectionPool(**_pool_options(options, _Backend))
     return result
 
 
-def async_transport(
-    *,
-    limits: httpx2.Limits | None = None,
-    socket_options: Iterable[Any] | None = None,
-    connect: ConnectHook | None = None,
-) -> httpx2.AsyncHTTPTransport:
+def async_transport(**options: Unpack[TransportOptions]) -> httpx2.AsyncHTTPTransport:
     """Like :func:`transport`, for ``httpx2.AsyncClient``."""
     result = httpx2.AsyncHTTPTransport(trust_env=False)
-    result._pool = httpcore2.AsyncConnectionPool(
-        **_pool_options(limits, socket_options), network_backend=_AsyncBackend(connect)
-    )
+    result._pool = httpcore2.AsyncConnectionPool(**_pool_options(options, _AsyncBackend))
     return result
 
 
@@ -209,25 +209,31 @@ class BodyTooLarge(Exception):
 
 def read_body(response: httpx2.Response, max_bytes: int) -> bytes:
     """Read a streamed response's body, raising :class:`BodyTooLarge` past ``max_bytes``."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"body declares {declared} bytes, over the {max_bytes} byte limit")
-    body = bytearray()
+    body = _Body(response, max_bytes)
     for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyTooLarge(f"body is over the {max_bytes} byte limit")
-    return bytes(body)
+        body.add(chunk)
+    return bytes(body.data)
 
 
 async def aread_body(response: httpx2.Response, max_bytes: int) -> bytes:
     """Like :func:`read_body`, for an async streamed response."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"body declares {declared} bytes, over the {max_bytes} byte limit")
-    body = bytearray()
+    body = _Body(response, max_bytes)
     async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyTooLarge(f"body is over the {max_bytes} byte limit")
-    return bytes(body)
+        body.add(chunk)
+    return bytes(body.data)
+
+
+class _Body:
+    """A body read so far, refused as soon as it (or its declared length) passes the cap."""
+
+    def __init__(self, response: httpx2.Response, max_bytes: int) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise BodyTooLarge(f"body declares {declared} bytes, over the {max_bytes} byte limit")
+        self.data = bytearray()
+        self.max_bytes = max_bytes
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.max_bytes:
+            raise BodyTooLarge(f"body is over the {self.max_bytes} byte limit")

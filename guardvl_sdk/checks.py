@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from guardvl_sdk.conversation import Message
 from guardvl_sdk.inputs import ImageInput
 
-__all__ = ["BatchItem", "CheckInput"]
+__all__ = ["BatchItem", "CheckInput", "Due"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +34,19 @@ class CheckInput:
 
 BatchItem = CheckInput | Mapping[str, Any] | str
 """An item of ``Guard.check_batch``: a :class:`CheckInput`, a mapping of its fields, or a str."""
+
+
+class Due(NamedTuple):
+    """A check a stream needs now.
+
+    Attributes:
+        key: Which answer of the stream (the choice index of an OpenAI stream; else 0).
+        answer: The text to check; for a final check of an answer that made tool calls, the
+            assistant message (its text and its calls, judged together).
+        offset: Where the checked text starts in the whole answer (0 for the whole answer);
+            the receipt records it (:attr:`~guardvl_sdk.verdict.InspectedPart.offset`).
+    """
+
+    key: int
+    answer: str | Mapping[str, Any]
+    offset: int = 0

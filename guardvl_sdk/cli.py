@@ -1,5 +1,8 @@
 """The ``guardvl`` command line.
 
+One module over 400 lines on purpose: one parser and one handler per subcommand, argument handling
+only (the work is in the modules they call).
+
 Exit status of ``guardvl check``: 0 allowed, 1 blocked, 2 usage or input error. ``guardvl train``
 and ``guardvl demo``: 0 done, 2 usage, data or configuration error.
 """
@@ -651,15 +654,22 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     try:
-        from guardvl_sdk.server import serve
+        from guardvl_sdk.server import ServerSettings, serve
     except ImportError as exc:
         print(f"guardvl serve needs the server extra: pip install 'guardvl-sdk[server]' ({exc})")
         return EXIT_USAGE
     try:
         config = _serve_config(args)
         keys = [*args.api_key, *filter(None, [os.environ.get("GUARDVL_API_KEY")])]
-        settings = config.server.settings(extra_keys=tuple(keys))
-        guard = config.build()
+        section = config.server
+        settings = ServerSettings(
+            api_keys=(*keys, *section.api_keys()),
+            max_body_bytes=section.max_body_bytes,
+            max_images=section.max_images,
+            timeout=section.timeout,
+            shutdown_grace=section.shutdown_grace,
+        )
+        guard = Guard.from_config(config)
     except (GuardVLError, ValidationError) as exc:
         print(f"guardvl serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,17 +25,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT
 from guardvl_sdk.errors import ConfigurationError
 from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS
-
-if TYPE_CHECKING:
-    from guardvl_sdk.guard import Guard
-    from guardvl_sdk.server.app import ServerSettings
 
 __all__ = [
     "AuditConfig",
@@ -132,22 +128,14 @@ class ServerConfig(_Section):
     timeout: float = Field(default=60.0, gt=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
 
-    def settings(self, *, extra_keys: tuple[str, ...] = ()) -> ServerSettings:
-        """The :class:`~guardvl_sdk.server.ServerSettings` this section describes."""
-        from guardvl_sdk.server.app import ServerSettings
-
-        keys = list(extra_keys)
+    def api_keys(self) -> list[str]:
+        """The keys this section names (``api_key_env``, then every line of ``api_key_file``)."""
+        keys = []
         if self.api_key_env:
             keys.append(_env(self.api_key_env, "server.api_key_env"))
         if self.api_key_file:
             keys += read_key_file(self.api_key_file)
-        return ServerSettings(
-            api_keys=tuple(keys),
-            max_body_bytes=self.max_body_bytes,
-            max_images=self.max_images,
-            timeout=self.timeout,
-            shutdown_grace=self.shutdown_grace,
-        )
+        return keys
 
 
 class GuardConfig(_Section):
@@ -158,11 +146,14 @@ class GuardConfig(_Section):
     guard: GuardOptions = GuardOptions()
     server: ServerConfig = ServerConfig()
 
-    def build(self) -> Guard:
-        """The :class:`~guardvl_sdk.guard.Guard` this configuration describes."""
+    def guard_arguments(self) -> dict[str, Any]:
+        """The arguments of the :class:`~guardvl_sdk.guard.Guard` this configuration describes.
+
+        ``Guard.from_config`` calls ``Guard(**config.guard_arguments())``; the backend is built
+        (a local model is loaded) here.
+        """
         from guardvl_sdk.audit import JsonlAuditLog, SqliteAuditLog
         from guardvl_sdk.cache import VerdictCache
-        from guardvl_sdk.guard import Guard
         from guardvl_sdk.policy import Policy
 
         options = self.guard
@@ -174,8 +165,8 @@ class GuardConfig(_Section):
             sqlite = options.audit.path.suffix in (".db", ".sqlite", ".sqlite3")
             kind = SqliteAuditLog if sqlite else JsonlAuditLog
             audit = kind(options.audit.path, include_content=options.audit.include_content)
-        return Guard(
-            backend,
+        return dict(
+            backend=backend,
             policy=policy,
             on_error=options.on_error,
             max_pixels=options.max_pixels,

@@ -1,5 +1,8 @@
 """Conversations: chat messages read into parts, and laid out in the single-turn format.
 
+One module over 400 lines on purpose: reading every message field and part, and laying them out, are
+one allowlist that must not drift apart.
+
 The released GuardReasoner-VL models were trained on single turns: one request, one response.
 A conversation is judged as a whole by flattening it into that format, in one layout:
 

@@ -1,4 +1,8 @@
-"""Guard: checks requests and responses with a guard model and decides what may pass."""
+"""Guard: checks requests and responses with a guard model and decides what may pass.
+
+One module over 400 lines on purpose: ``Guard``'s documented options, its three factories and the
+check pipeline (cache, memory, audit); the pure steps of a check are :mod:`guardvl_sdk.steps`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -17,17 +20,13 @@ from guardvl_sdk.backends.base import (
     DEFAULT_TIMEOUT,
     AsyncBackend,
     Backend,
-    Generation,
     Prompt,
-    ScoringBackend,
 )
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
-from guardvl_sdk.conversation import Message, Part, read_answer, read_messages
+from guardvl_sdk.conversation import Message
 from guardvl_sdk.errors import (
-    BackendError,
     ConfigurationError,
-    GuardOutputError,
     GuardVLError,
     InvalidInputError,
 )
@@ -35,20 +34,35 @@ from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
 from guardvl_sdk.inputs import (
     DEFAULT_MAX_PIXELS,
-    ImageBudget,
     ImageInput,
-    clean_text,
-    load_image,
     without_lone_surrogates,
 )
-from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable, inspect_parts
+from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.redaction import redact
+from guardvl_sdk.steps import (
+    Check,
+    OnError,
+    Outcome,
+    Window,
+    agenerate,
+    as_check_input,
+    decide,
+    failure,
+    generate,
+    merge,
+    ms_since,
+    read_item,
+    text_windows,
+    triage,
+    window_verdict,
+)
 from guardvl_sdk.telemetry import record_check
-from guardvl_sdk.verdict import Label, Status, Usage, Verdict, valid_score
-from guardvl_sdk.windows import combine_windows, split_windows
+from guardvl_sdk.verdict import Status, Verdict
+from guardvl_sdk.windows import combine_windows
 
 if TYPE_CHECKING:
+    from guardvl_sdk.config import GuardConfig
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
 __all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
@@ -58,32 +72,6 @@ logger = logging.getLogger("guardvl_sdk")
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 DEMO_MODEL = "demo"
 """The name that loads the offline demo guard (trained on first use, then cached)."""
-
-OnError = Literal["block", "allow", "raise"]
-
-
-@dataclass(frozen=True)
-class _Window:
-    """One prompt to generate for: a whole check, or one window of a long one."""
-
-    prompt: Prompt
-    has_response: bool
-
-
-@dataclass
-class _Check:
-    """One item being checked: its content, its window prompts, or its cached verdict."""
-
-    content: Inspection
-    windows: list[_Window]
-    key: str | None
-    verdict: Verdict | None = None
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    result: Generation | Exception
-    latency_ms: float
 
 
 class Guard:
@@ -384,15 +372,20 @@ class Guard:
         )
 
     @classmethod
-    def from_config(cls, path: str | Path) -> Guard:
+    def from_config(cls, config: str | Path | GuardConfig) -> Guard:
         """Build the guard a configuration file describes (backend, policy, every option).
 
-        See :mod:`guardvl_sdk.config` for the schema. Raises
-        :class:`~guardvl_sdk.errors.ConfigurationError` naming the file and the bad key.
-        """
-        from guardvl_sdk.config import load_config
+        Args:
+            config: A configuration file, or a :class:`~guardvl_sdk.config.GuardConfig`
+                already loaded. See :mod:`guardvl_sdk.config` for the schema.
 
-        return load_config(path).build()
+        Raises:
+            ConfigurationError: The file is invalid; the message names the file and the key.
+        """
+        from guardvl_sdk.config import GuardConfig, load_config
+
+        loaded = config if isinstance(config, GuardConfig) else load_config(config)
+        return cls(**loaded.guard_arguments())
 
     @property
     def model_id(self) -> str:
@@ -461,15 +454,15 @@ class Guard:
         """
         checks = self._prepare_all(items, return_exceptions)
         pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
-        triaged = self._triage(pending)
+        triaged = triage(self.backend, self.policy, pending, self.triage, self.batch_size)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         for start in range(0, len(rest), self.batch_size):
             chunk = rest[start : start + self.batch_size]
             began = time.perf_counter()
-            results = self._generate(chunk)
-            outcomes += [_Outcome(r, _ms_since(began)) for r in results]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
+            results = generate(self.backend.generate, chunk)
+            outcomes += [Outcome(r, ms_since(began)) for r in results]
+        return self._finish_all(checks, merge(triaged, outcomes, len(pending)), return_exceptions)
 
     async def acheck(
         self,
@@ -503,19 +496,22 @@ class Guard:
             )
         checks = await asyncio.to_thread(self._prepare_all, list(items), return_exceptions)
         pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
-        triaged = await asyncio.to_thread(self._triage, pending) if self.triage else {}
+        triaged: dict[int, Outcome] = {}
+        if self.triage:
+            band, size = self.triage, self.batch_size
+            triaged = await asyncio.to_thread(triage, backend, self.policy, pending, band, size)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
 
-        async def run(chunk: list[Prompt]) -> list[_Outcome]:
+        async def run(chunk: list[Prompt]) -> list[Outcome]:
             began = time.perf_counter()
-            results = await self._agenerate(backend.agenerate, chunk)
-            return [_Outcome(r, _ms_since(began)) for r in results]
+            results = await agenerate(backend.agenerate, chunk)
+            return [Outcome(r, ms_since(began)) for r in results]
 
         step = self.batch_size
         chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         results = await asyncio.gather(*(run(chunk) for chunk in chunks))
         outcomes = [outcome for chunk in results for outcome in chunk]
-        return self._finish_all(checks, _merge(triaged, outcomes, len(pending)), return_exceptions)
+        return self._finish_all(checks, merge(triaged, outcomes, len(pending)), return_exceptions)
 
     def session(
         self,
@@ -547,12 +543,12 @@ class Guard:
 
     def _prepare_all(
         self, items: Iterable[BatchItem], return_exceptions: bool = False
-    ) -> list[_Check | InvalidInputError]:
+    ) -> list[Check | InvalidInputError]:
         items = list(items)
-        checks: list[_Check | InvalidInputError] = []
+        checks: list[Check | InvalidInputError] = []
         for index, item in enumerate(items):
             try:
-                checks.append(self._prepare(_as_check_input(item, index)))
+                checks.append(self._prepare(as_check_input(item, index)))
             except InvalidInputError as exc:
                 self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
                 if return_exceptions:
@@ -581,9 +577,15 @@ class Guard:
             )
         )
 
-    def _prepare(self, item: CheckInput) -> _Check:
+    def _prepare(self, item: CheckInput) -> Check:
         began = time.perf_counter()
-        content = self._inspect(item)
+        content = read_item(
+            item,
+            max_pixels=self.max_pixels,
+            fetch=self._fetch,
+            unreadable=self.unreadable,
+            memory=self.memory,
+        )
         key = None
         if self.cache is not None:
             # Images are keyed by their encoding (and the pixel budget), known before decoding:
@@ -600,47 +602,21 @@ class Guard:
             if hit is not None:
                 cached, seen = hit
                 content = content.recall(seen)
-                cached = cached.model_copy(update={"latency_ms": _ms_since(began)})
-                return _Check(content, [], key, verdict=self._receipted(content, cached))
+                cached = cached.model_copy(update={"latency_ms": ms_since(began)})
+                return Check(content, [], key, verdict=self._receipted(content, cached))
         content = content.load()
-        windows = [
-            _Window(
-                self.policy.render(request, content.images, answer),
-                has_response=answer is not None,
-            )
-            for request, answer in self._windows(content.text, content.response)
-        ]
-        return _Check(content, windows, key)
-
-    def _inspect(self, item: CheckInput) -> Inspection:
-        """Read the item into parts and lay them out, with the receipt (one place for both)."""
-        conversation = item.messages is not None
-        if conversation:
-            if item.text is not None or item.image is not None:
-                raise InvalidInputError("give messages= or text= and image=, not both")
-            parts = read_messages(item.messages or [])
-        else:
-            parts = []
-            if item.text is not None:
-                parts.append(Part("text", "user", 0, text=clean_text(item.text, what="text")))
-            sources = item.image if isinstance(item.image, list | tuple) else [item.image]
-            parts += [Part("image", "user", 0, image=s) for s in sources if s is not None]
-        answer = None
-        if item.response is not None:
-            index = len(item.messages or ()) if conversation else 1
-            answer = read_answer(item.response, index, item.response_offset)
-        budget = ImageBudget()  # one per check: the images sent (not those judged earlier)
-        return inspect_parts(
-            parts,
-            answer,
-            load_image=lambda source: load_image(
-                source, max_pixels=self.max_pixels, fetch=self._fetch, budget=budget
-            ),
-            can_fetch=self._fetch is not None,
-            unreadable=self.unreadable,
-            memory=self.memory if conversation and item.memory else None,
-            conversation=conversation,
+        pairs = text_windows(
+            content.text,
+            content.response,
+            max_text_chars=self.max_text_chars,
+            overlap=self.window_overlap,
+            max_windows=self.max_windows,
         )
+        windows = [
+            Window(self.policy.render(request, content.images, answer), answer is not None)
+            for request, answer in pairs
+        ]
+        return Check(content, windows, key)
 
     def _receipted(self, content: Inspection, verdict: Verdict) -> Verdict:
         """The verdict with its receipt, blocked when content went uninspected (unless allowed);
@@ -654,79 +630,10 @@ class Guard:
             self.memory.add(content.keys)
         return verdict
 
-    def _windows(self, text: str, response: str | None) -> list[tuple[str, str | None]]:
-        """The (request, response) pairs that cover a long text within the text budget."""
-        size, overlap = self.max_text_chars, self.window_overlap
-        # The budget counts characters and UTF-8 bytes (a safe proxy for tokens) alike.
-        requests = split_windows(text, size, overlap, max_bytes=size)
-        answers: list[str | None] = [None]
-        if response is not None:
-            answers = list(split_windows(response, size, overlap, max_bytes=size))
-        if len(requests) * len(answers) > self.max_windows:
-            raise InvalidInputError(
-                f"text too long to check: {len(text) + len(response or '')} characters would "
-                f"take {len(requests) * len(answers)} windows of {size}, over max_windows="
-                f"{self.max_windows}"
-            )
-        return [(request, answer) for request in requests for answer in answers]
-
-    def _triage(self, prompts: list[Prompt]) -> dict[int, _Outcome]:
-        """Request checks the label probability decides alone (see ``triage``), by index."""
-        if self.triage is None or not isinstance(self.backend, ScoringBackend):
-            return {}
-        probe = self.backend.label_probability
-        low, high = self.triage
-        target = self.policy.target(request=Label.HARMFUL)
-        continuation = target[: target.index("Request:") + len("Request:")]
-        requests = [i for i, p in enumerate(prompts) if p.score_label == "request"]
-        decided: dict[int, _Outcome] = {}
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start : start + self.batch_size]
-            began = time.perf_counter()
-            try:
-                probabilities = probe([prompts[i] for i in chunk], continuation=continuation)
-            except Exception as exc:  # the full check will run, and fail or not, on its own
-                logger.warning("guard triage failed, reasoning in full: %r", exc)
-                continue
-            for index, probability in zip(chunk, probabilities, strict=True):
-                if probability is None or low <= probability <= high:
-                    continue
-                label = Label.HARMFUL if probability > high else Label.UNHARMFUL
-                text = self.policy.target(request=label)
-                generation = Generation(text=text, score=probability, extra={"triage": True})
-                decided[index] = _Outcome(generation, _ms_since(began))
-        return decided
-
-    def _generate(self, prompts: list[Prompt]) -> list[Generation | Exception]:
-        """Generate, splitting the batch in two on out-of-memory; failures become values."""
-        try:
-            generations = self.backend.generate(prompts)
-        except Exception as exc:
-            if _is_out_of_memory(exc) and len(prompts) > 1:
-                logger.warning("guard ran out of memory on %d prompts; halving", len(prompts))
-                half = len(prompts) // 2
-                return self._generate(prompts[:half]) + self._generate(prompts[half:])
-            return [exc] * len(prompts)
-        return _per_prompt(generations, len(prompts))
-
-    async def _agenerate(
-        self, agenerate: Callable[[list[Prompt]], Any], prompts: list[Prompt]
-    ) -> list[Generation | Exception]:
-        """Like :meth:`_generate`, with the backend's ``agenerate``."""
-        try:
-            generations = await agenerate(prompts)
-        except Exception as exc:
-            if _is_out_of_memory(exc) and len(prompts) > 1:
-                half = len(prompts) // 2
-                first = await self._agenerate(agenerate, prompts[:half])
-                return first + await self._agenerate(agenerate, prompts[half:])
-            return [exc] * len(prompts)
-        return _per_prompt(generations, len(prompts))
-
     def _finish_all(
         self,
-        checks: list[_Check | InvalidInputError],
-        outcomes: list[_Outcome],
+        checks: list[Check | InvalidInputError],
+        outcomes: list[Outcome],
         return_exceptions: bool = False,
     ) -> list[Verdict | GuardVLError]:
         verdicts: list[Verdict | GuardVLError] = []
@@ -749,72 +656,32 @@ class Guard:
                 verdicts.append(exc)
         return verdicts
 
-    def _finish(self, check: _Check, outcomes: list[_Outcome]) -> Verdict:
+    def _finish(self, check: Check, outcomes: list[Outcome]) -> Verdict:
+        model_id, threshold, on_error = self.model_id, self.threshold, self.on_error
         windows = [
-            self._window_verdict(window, outcome)
+            window_verdict(
+                window,
+                outcome,
+                policy=self.policy,
+                model_id=model_id,
+                threshold=threshold,
+                on_error=on_error,
+            )
             for window, outcome in zip(check.windows, outcomes, strict=True)
         ]
         combined = combine_windows(windows)
-        verdict = combined.model_copy(
-            update={"blocked": self._blocked(combined.status, combined.harmful is True)}
-        )
+        blocked = decide(combined.status, combined.harmful is True, self.on_error)
+        verdict = combined.model_copy(update={"blocked": blocked})
         if self.cache is not None and check.key is not None:
             # the guard's own verdict on this content, with what it saw of the images
             self.cache.put(check.key, verdict, images=check.content.seen)
         verdict = self._receipted(check.content, verdict)
         self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
-            failure = next((o.result for o in outcomes if isinstance(o.result, Exception)), None)
-            if isinstance(failure, GuardVLError):
-                raise failure
-            if failure is not None:
-                raise BackendError(f"guard backend failed: {failure!r}") from failure
-            raise GuardOutputError(f"guard output unusable: {verdict.error}", verdict=verdict)
+            raise failure(verdict, outcomes)
         return verdict
 
-    def _window_verdict(self, window: _Window, outcome: _Outcome) -> Verdict:
-        common: dict[str, Any] = {
-            "stage": "output" if window.has_response else "input",
-            "model": self.model_id,
-            "policy": self.policy.name,
-            "latency_ms": outcome.latency_ms,
-        }
-        result = outcome.result
-        if isinstance(result, Exception):
-            error = redact(f"{type(result).__name__}: {result}")
-            logger.warning("guard backend failed (on_error=%s): %s", self.on_error, error)
-            return Verdict(status=Status.ERROR, error=error, **common)
-        parsed = self.policy.parse(
-            result.text, has_response=window.has_response, finished=result.finished
-        )
-        labels = {"request": parsed.request, "response": parsed.response}
-        score = valid_score(result.score)  # NaN, infinite or out of [0, 1]: no score
-        scored = window.prompt.score_label
-        # The threshold may turn a written label harmful, never a harmful one unharmful.
-        if (
-            self.threshold is not None
-            and score is not None
-            and parsed.status is Status.OK
-            and labels[scored] is not Label.HARMFUL
-        ):
-            labels[scored] = Label.HARMFUL if score >= self.threshold else Label.UNHARMFUL
-        return Verdict(
-            request=labels["request"],
-            response=labels["response"],
-            completion=parsed.completion,
-            categories=parsed.categories,
-            reasoning=parsed.reasoning,
-            raw=result.text,
-            score=score,
-            status=parsed.status,
-            error=parsed.error,
-            usage=Usage(
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens
-            ),
-            **common,
-        )
-
-    def _record(self, check: _Check, verdict: Verdict) -> None:
+    def _record(self, check: Check, verdict: Verdict) -> None:
         record_check(verdict)  # an OpenTelemetry span, when a tracer provider is set
         if self.audit is None:
             return
@@ -828,55 +695,10 @@ class Guard:
             )
         )
 
-    def _blocked(self, status: Status, harmful: bool) -> bool:
-        """The decision: a harmful label blocks; otherwise an undecided guard follows on_error."""
-        if harmful:
-            return True
-        if status is Status.OK:
-            return False
-        return self.on_error != "allow"
 
-
-def _ms_since(began: float) -> float:
-    return (time.perf_counter() - began) * 1000
-
-
-def _is_out_of_memory(exc: Exception) -> bool:
-    # torch.OutOfMemoryError (CUDA) or a RuntimeError saying so (CPU, MPS), without importing torch.
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
-def _merge(triaged: dict[int, _Outcome], rest: list[_Outcome], total: int) -> list[_Outcome]:
-    """Outcomes in prompt order: the triaged ones at their indices, the rest in between."""
-    others = iter(rest)
-    return [triaged[i] if i in triaged else next(others) for i in range(total)]
-
-
-def _per_prompt(generations: list[Generation], expected: int) -> list[Generation | Exception]:
-    if len(generations) != expected:
-        error = BackendError(f"backend returned {len(generations)} outputs for {expected}")
-        return [error] * expected
-    return [g.error if g.error is not None else g for g in generations]
-
-
-def _as_check_input(item: BatchItem, index: int) -> CheckInput:
-    if isinstance(item, CheckInput):
-        return item
-    if isinstance(item, str):
-        return CheckInput(text=item)
-    if isinstance(item, Mapping):
-        unknown = set(item) - {"text", "image", "response", "messages", "memory"}
-        if unknown:
-            raise InvalidInputError(f"batch item {index}: unknown keys {sorted(unknown)}")
-        return CheckInput(**item)
-    raise InvalidInputError(
-        f"batch item {index}: expected CheckInput, a mapping or a str, got {type(item).__name__}"
-    )
-
-
-def _ready(checks: list[_Check | InvalidInputError]) -> list[_Check]:
+def _ready(checks: list[Check | InvalidInputError]) -> list[Check]:
     """The checks that were prepared (not refused)."""
-    return [check for check in checks if isinstance(check, _Check)]
+    return [check for check in checks if isinstance(check, Check)]
 
 
 def _guard_option_names() -> frozenset[str]:

@@ -1,5 +1,8 @@
 """Turning user input (text, paths, bytes, PIL images, arrays, data: URLs) into checked content.
 
+One module over 400 lines on purpose: one job, bounded decoding of every input form, whose many
+cases share its limits.
+
 Every image comes out as an RGB ``PIL.Image`` within the pixel budget, or the call raises
 :class:`~guardvl_sdk.errors.InvalidInputError` naming the problem. Multi-frame images (animated
 GIF, multi-page TIFF) are checked on their first frame.

@@ -1,5 +1,8 @@
 """Policy: the single source of truth for the guard's format.
 
+One module over 400 lines on purpose: rendering and parsing are one format; they stay together so
+they cannot disagree.
+
 A policy holds the instruction the guard was trained on, lays out the transcript, writes training
 targets and parses the guard's generation back into labels. Inference, training targets, rewards
 and evaluation all go through it. :data:`GUARDREASONER_VL` is the released models' format,

@@ -1,5 +1,8 @@
 """LangChain: guard runnables for any chain, and a guarded chat model.
 
+One module over 400 lines on purpose: LangChain's whole call surface (runnable, chat model, sync,
+async, batch, streams) with its types.
+
 Two ways to put a guard into a LangChain app (extra ``guardvl-sdk[langchain]``)::
 
     chain = guard.as_runnable() | prompt | chat_model | guard.as_runnable(stage="output")

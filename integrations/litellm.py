@@ -17,8 +17,8 @@ Generic Guardrail API at it (docs/serving.md).
 Hooks: ``pre_call`` checks the whole conversation, ``messages``, every role and part, as
 ``guard.check(messages=...)`` does (a part the guard cannot read blocks the call); ``post_call``
 checks each choice's answer (text and tool calls) in the context of that conversation; the
-streaming hook holds the stream back until the whole answer is checked, so nothing unchecked
-reaches the user. A block raises
+streaming hook holds the stream back until each choice's whole answer (reasoning, text and the
+tool calls its deltas assembled) is checked, so nothing unchecked reaches the user. A block raises
 :class:`GuardrailBlocked`: both the SDK's :class:`~guardvl_sdk.errors.GuardBlocked` and LiteLLM's
 ``GuardrailRaisedException`` (the proxy answers it with HTTP 400). An input the guard cannot read
 blocks too. LiteLLM runs guardrails in its async path (``acompletion``, the proxy) only.
@@ -116,15 +116,14 @@ class GuardVLGuardrail(CustomGuardrail):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
-        """Hold the stream back, check the whole answer, then release it (or block)."""
+        """Hold the stream back, check each choice's whole answer, then release it (or block).
+
+        An answer is what its deltas assembled: reasoning, text, and every tool call's name and
+        arguments (their pieces concatenated by call index).
+        """
         chunks = [chunk async for chunk in response]
-        text = "".join(
-            getattr(choice.delta, "content", None) or ""
-            for chunk in chunks
-            for choice in getattr(chunk, "choices", [])
-        )
-        answer = {"role": "assistant", "content": text}
-        await self._check(request_data.get("messages"), response=answer, output=text)
+        for answer in _streamed_answers(chunks):
+            await self._check(request_data.get("messages"), response=answer, output=answer)
         for chunk in chunks:
             yield chunk
 
@@ -144,5 +143,36 @@ def _answers(response: Any) -> list[dict[str, Any]]:
                 }
                 for c in calls
             ]
+        answers.append(answer)
+    return answers
+
+
+def _streamed_answers(chunks: list[Any]) -> list[dict[str, Any]]:
+    """Each choice of a stream as an assistant message, from its deltas (one, empty, if none)."""
+    texts: dict[int, dict[str, str]] = {}
+    calls: dict[int, dict[Any, dict[str, Any]]] = {}
+    for chunk in chunks:
+        for choice in getattr(chunk, "choices", None) or []:
+            index = getattr(choice, "index", 0) or 0
+            delta = getattr(choice, "delta", None)
+            text = texts.setdefault(index, {"reasoning": "", "content": ""})
+            text["reasoning"] += getattr(delta, "reasoning_content", None) or ""
+            text["content"] += getattr(delta, "content", None) or ""
+            for n, call in enumerate(getattr(delta, "tool_calls", None) or []):
+                at = call.index if getattr(call, "index", None) is not None else f"#{n}"
+                entry = calls.setdefault(index, {}).setdefault(
+                    at, {"type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                function = getattr(call, "function", None)
+                entry["function"]["name"] += getattr(function, "name", None) or ""
+                entry["function"]["arguments"] += getattr(function, "arguments", None) or ""
+    answers = []
+    for index, text in sorted(texts.items()) or [(0, {"reasoning": "", "content": ""})]:
+        content = text["content"]
+        if text["reasoning"]:
+            content = f"{text['reasoning']}\n\n{content}"  # its thoughts are output too
+        answer: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls.get(index):
+            answer["tool_calls"] = list(calls[index].values())
         answers.append(answer)
     return answers

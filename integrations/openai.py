@@ -1,5 +1,8 @@
 """OpenAI client: ``guard_openai(client, guard)`` guards chat completions and the Responses API.
 
+One module over 400 lines on purpose: the chat completions call surface (proxy, allowlist, choices,
+streams; sync and async) with its types.
+
 ::
 
     client = guard_openai(OpenAI(base_url=..., api_key=...), guard)  # or AsyncOpenAI
@@ -32,10 +35,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from guardvl_sdk.extras import require
 
@@ -65,6 +67,12 @@ from guardvl_sdk.hooks import (
     guard_stream,
     read_messages,
 )
+from guardvl_sdk.integrations.openai_streams import (
+    AsyncGuardedStream,
+    GuardedStream,
+    refuse_unknown_fields,
+    replay,
+)
 from guardvl_sdk.verdict import Verdict
 
 __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai"]
@@ -92,8 +100,8 @@ _UNGUARDED_COMPLETIONS = frozenset(
 # THE ALLOWLIST: the create() arguments forwarded to the model. Each is either inspected by the
 # guard (messages; tools and tool calls are read with the conversation) or cannot carry content
 # to the model or back (sampling, limits, formats, transport options). Anything else, and any
-# extra_body field outside _FORWARDED_EXTRA_BODY, is refused with ConfigurationError: a field
-# the guard does not know could replace or add to what it checked.
+# extra_body field outside openai_streams.FORWARDED_EXTRA_BODY, is refused with
+# ConfigurationError: a field the guard does not know could replace or add to what it checked.
 _FORWARDED = frozenset(
     {
         "messages",
@@ -133,9 +141,6 @@ _FORWARDED = frozenset(
         "extra_query",
         "extra_body",
     }
-)
-_FORWARDED_EXTRA_BODY = frozenset(
-    {"top_k", "min_p", "repetition_penalty", "length_penalty", "min_tokens", "seed"}
 )
 # Answer fields a reasoning model fills besides content: its thoughts are output too.
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -318,7 +323,7 @@ class _Guarding(_Proxy):
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
         if "messages" not in kwargs:
             raise InvalidInputError("chat.completions.create needs messages=")
-        _refuse_unknown_fields(kwargs)
+        refuse_unknown_fields(kwargs, _FORWARDED)
         if kwargs.get("audio") or "audio" in (kwargs.get("modalities") or ()):
             raise ConfigurationError("the guard reads text answers only: no audio output")
         messages = kwargs["messages"] = list(kwargs["messages"])
@@ -399,23 +404,6 @@ class _Guarding(_Proxy):
 def _choices(kwargs: dict[str, Any]) -> int:
     n = kwargs.get("n")
     return n if isinstance(n, int) and n > 0 else 1
-
-
-def _refuse_unknown_fields(
-    kwargs: dict[str, Any], forwarded: frozenset[str] = _FORWARDED, what: str = "guard_openai"
-) -> None:
-    """Refuse any create() argument, or extra_body field, outside the allowlist ``forwarded``."""
-    unknown = sorted(set(kwargs) - forwarded)
-    extra = kwargs.get("extra_body")
-    if extra is not None and not isinstance(extra, dict):
-        raise ConfigurationError("guard_openai: extra_body must be a dict")
-    unknown += [f"extra_body[{key!r}]" for key in sorted(set(extra or {}) - _FORWARDED_EXTRA_BODY)]
-    if unknown:
-        raise ConfigurationError(
-            f"{what} does not forward {', '.join(unknown)}: the guard would not see what it "
-            "sends, or would not judge what comes back (call .unguarded on purpose to send it "
-            "without the guard)"
-        )
 
 
 def _reasoning(item: Any) -> str:
@@ -563,46 +551,6 @@ class _Choices:
 # -- sync -----------------------------------------------------------------------------------
 
 
-class GuardedStream(Generic[T]):
-    """A guarded ``Stream[ChatCompletionChunk]``: iterate it, close it, use it in ``with``.
-
-    Chunks come out once a check covering them has passed; a block closes the upstream stream.
-
-    Attributes:
-        response: The upstream ``httpx2.Response`` (None for a refused request).
-    """
-
-    def __init__(self, chunks: Iterator[T], upstream: Any = None) -> None:
-        self._chunks = chunks
-        self._upstream = upstream
-        self.response = getattr(upstream, "response", None)
-
-    def __iter__(self) -> Iterator[T]:
-        return self._chunks
-
-    def __next__(self) -> T:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Stop the stream and release the connection."""
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        if self._upstream is not None:
-            self._upstream.close()
-
-    def __enter__(self) -> GuardedStream[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 class Completions(_Guarding):
     """``client.chat.completions`` with a guarded ``create``."""
 
@@ -656,49 +604,6 @@ class Completions(_Guarding):
 # -- async ----------------------------------------------------------------------------------
 
 
-class AsyncGuardedStream(Generic[T]):
-    """A guarded ``AsyncStream[ChatCompletionChunk]``: ``async for``, ``close()``, ``async with``.
-
-    Attributes:
-        response: The upstream ``httpx2.Response`` (None for a refused request).
-    """
-
-    def __init__(self, chunks: AsyncIterator[T], upstream: Any = None) -> None:
-        self._chunks = chunks
-        self._upstream = upstream
-        self.response = getattr(upstream, "response", None)
-
-    def __aiter__(self) -> AsyncIterator[T]:
-        return self._chunks
-
-    async def __anext__(self) -> T:
-        return await self._chunks.__anext__()
-
-    async def close(self) -> None:
-        """Stop the stream and release the connection."""
-        aclose = getattr(self._chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        if self._upstream is not None:
-            await self._upstream.close()
-
-    async def __aenter__(self) -> AsyncGuardedStream[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-async def _aiter(items: list[T]) -> AsyncIterator[T]:
-    for item in items:
-        yield item
-
-
 class AsyncCompletions(_Guarding):
     """``client.chat.completions`` of an ``AsyncOpenAI`` client with a guarded ``create``."""
 
@@ -725,7 +630,7 @@ class AsyncCompletions(_Guarding):
                 if stream:
                     model = str(kwargs.get("model", ""))
                     chunks = [self._refusal_chunk(i, model) for i in range(_choices(kwargs))]
-                    return AsyncGuardedStream(_aiter(chunks))
+                    return AsyncGuardedStream(replay(chunks))
                 return self._refusal_completion(kwargs)
         result = await self._wrapped.create(**kwargs)
         if not self._options.checks_output:

@@ -1,5 +1,8 @@
 """``guard_openai(client, guard).responses.create``: the Responses API, guarded like chat.
 
+One module over 400 lines on purpose: the Responses API's whole call surface (items, allowlists,
+events; sync and async) with its types.
+
 The request's ``instructions`` and ``input`` items (messages with text and images, function
 calls and their outputs, reasoning) are read as one conversation
 (:func:`guardvl_sdk.conversation.from_responses_input`) and checked before the call; the
@@ -58,11 +61,11 @@ from guardvl_sdk.hooks import (
     guard_stream,
     read_messages,
 )
-from guardvl_sdk.integrations.openai import (
+from guardvl_sdk.integrations.openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
-    _aiter,
-    _refuse_unknown_fields,
+    refuse_unknown_fields,
+    replay,
 )
 from guardvl_sdk.verdict import Verdict
 
@@ -141,7 +144,7 @@ def _start(kwargs: dict[str, Any]) -> Request:
     """Read the request (``kwargs["input"]`` becomes a list or stays a str); refuse the rest."""
     if "input" not in kwargs:
         raise InvalidInputError("responses.create needs input=")
-    _refuse_unknown_fields(kwargs, FORWARDED, "responses.create")
+    refuse_unknown_fields(kwargs, FORWARDED, "responses.create")
     for tool in kwargs.get("tools") or []:
         kind = as_message(tool).get("type")
         if kind != "function":
@@ -477,7 +480,7 @@ class AsyncResponses(_ResponsesGuarding):
             if verdict.blocked:
                 refused = self._input_blocked(verdict, kwargs)
                 if stream:
-                    return AsyncGuardedStream(_aiter(self._refused_stream(model)))
+                    return AsyncGuardedStream(replay(self._refused_stream(model)))
                 return refused
         result = await self._wrapped.create(**kwargs)
         if not self._options.checks_output:

@@ -162,7 +162,7 @@ def jpeg_bytes(width: int, height: int, seed: int = 0) -> bytes:
 def test_an_encoded_image_hit_decodes_nothing_and_keeps_the_pixel_hash(
     tmp_path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import guardvl_sdk.guard as guard_module
+    import guardvl_sdk.steps as steps_module  # where a check reads its images
     from guardvl_sdk.audit import image_hash
     from guardvl_sdk.inputs import load_image
 
@@ -172,7 +172,7 @@ def test_an_encoded_image_hit_decodes_nothing_and_keeps_the_pixel_hash(
         decoded.append(load_image(*args, **kwargs))
         return decoded[-1]
 
-    monkeypatch.setattr(guard_module, "load_image", counting)
+    monkeypatch.setattr(steps_module, "load_image", counting)
     log = JsonlAuditLog(tmp_path / "a.jsonl")
     backend = ScriptedBackend(by_keyword)
     guard = Guard(backend, cache=VerdictCache(), audit=log, max_pixels=256 * 256)

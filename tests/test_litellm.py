@@ -71,3 +71,50 @@ async def test_harmful_answer_blocked(guardrail) -> None:  # type: ignore[no-unt
 async def test_unreadable_part_blocks(guardrail) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(GuardBlocked, match="input_audio"):
         await complete([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}], "x")
+
+
+async def test_streamed_tool_calls_are_judged_before_any_chunk_is_released() -> None:
+    """The proxy's streaming hook, given LiteLLM's own stream chunks: a tool call's arguments,
+    streamed in pieces, are assembled and judged before the first chunk is released."""
+    import json
+
+    from guardvl_sdk.integrations.litellm import GuardrailBlocked, GuardVLGuardrail
+
+    from .judge import EVIL, judging_guard, slots
+
+    def chunks(arguments: str) -> list[object]:
+        deltas: list[dict[str, object]] = [{"role": "assistant", "content": "Let me check."}]
+        first = {"index": 0, "id": "c1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": ""}}  # fmt: skip
+        deltas.append({"tool_calls": [first]})
+        deltas += [
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 5]}}]}
+            for i in range(0, len(arguments), 5)
+        ]
+        return [
+            litellm.ModelResponseStream(id="s", choices=[{"index": 0, "delta": delta}])
+            for delta in deltas
+        ]
+
+    async def run(arguments: str, released: list[object]) -> list[object]:
+        async def upstream():  # type: ignore[no-untyped-def]
+            for chunk in chunks(arguments):
+                yield chunk
+
+        hook = guardrail.async_post_call_streaming_iterator_hook(
+            None, upstream(), {"messages": [{"role": "user", "content": "Weather?"}]}
+        )
+        async for chunk in hook:
+            released.append(chunk)  # what the proxy would send on to the user
+        return released
+
+    guard, backend = judging_guard()
+    guardrail = GuardVLGuardrail(guard)
+    benign = json.dumps({"city": "Valencia"})
+    assert len(await run(benign, [])) == 2 + len(range(0, len(benign), 5))
+    answer = slots(backend.prompts[-1])[1].strip()
+    assert answer == f"Let me check.\n[tool call: get_weather]\n{benign}"
+    released: list[object] = []
+    with pytest.raises(GuardrailBlocked):
+        await run(json.dumps({"city": f"Valencia {EVIL}"}), released)
+    assert released == []  # not one chunk, not one piece of the call

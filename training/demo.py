@@ -1,5 +1,8 @@
 """The demo guard: a tiny Qwen2.5-VL trained with this package's R-SFT on synthetic policy data.
 
+One module over 400 lines on purpose: the demo's generator, training and evaluation, one self-
+contained recipe.
+
 A DEMO OF THE MACHINERY, NOT A SAFETY MODEL. It shows, offline and in about a minute of CPU, that
 data -> custom policy -> R-SFT -> ``Guard.from_pretrained`` produces a guard that really writes
 the trained format. Its labels follow a handful of keywords and image colours of a synthetic
@@ -329,15 +332,19 @@ def evaluate(guard: Guard, records: list[Record]) -> dict[str, Any]:
 
 
 def _f1(pairs: list[tuple[Label | None, Label | None]]) -> float:
-    """F1 with harmful as positive; an unread prediction is the opposite of the gold label."""
-    tp = fp = fn = 0
-    for gold, predicted in pairs:
-        if predicted is None:
-            predicted = Label.UNHARMFUL if gold is Label.HARMFUL else Label.HARMFUL
-        tp += gold is Label.HARMFUL and predicted is Label.HARMFUL
-        fp += gold is Label.UNHARMFUL and predicted is Label.HARMFUL
-        fn += gold is Label.HARMFUL and predicted is Label.UNHARMFUL
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    """F1 with harmful as positive (:mod:`guardvl_sdk.evaluation.metrics`'s rules: an unread
+    prediction is wrong); 0 when no item is harmful. Items without a gold label are skipped."""
+    from guardvl_sdk.evaluation.metrics import Confusion, Outcome
+
+    outcomes = [
+        Outcome(
+            gold=gold is Label.HARMFUL,
+            predicted=None if predicted is None else predicted is Label.HARMFUL,
+        )
+        for gold, predicted in pairs
+        if gold is not None
+    ]
+    return Confusion.of(outcomes).f1 or 0.0
 
 
 # -- the generator ------------------------------------------------------------------------------

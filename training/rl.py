@@ -1,5 +1,8 @@
 """Online RL (REFERENCE.md §2 stage 2): GRPO with trl's ``GRPOTrainer`` and the paper's recipe.
 
+One module over 400 lines on purpose: the RL stage's settings, data preparation and trl wiring
+(shared parts: stage.py; trl patch: grpo_patch.py).
+
 :func:`train_rl` runs the whole stage on labelled records (no reasoning needed):
 
 1. rejection sampling with the starting model (:mod:`~guardvl_sdk.training.rejection`): keep the
@@ -26,16 +29,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from guardvl_sdk.errors import ConfigurationError
-from guardvl_sdk.policy import GUARDREASONER_VL, Policy
+from guardvl_sdk.policy import Policy
 from guardvl_sdk.records import Record, load_records
+
+from .stage import (
+    StageResult,
+    StageSettings,
+    jsonl_log,
+    load_base,
+    lora_config,
+    resolve_policy,
+    train_and_save,
+    training_arguments,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -92,27 +104,39 @@ def clip_value(schedule: str, step: int, total: int, epsilon: float) -> float:
 
 
 @dataclass
-class RLSettings:
+class RLSettings(StageSettings):
     """Settings of one GRPO run. Every field is a ``guardvl train rl`` option."""
+
+    LEARNING_RATES: ClassVar[tuple[float, float]] = (1e-6, 1e-5)
+    AT_LEAST_ONE: ClassVar[tuple[str, ...]] = (
+        *StageSettings.AT_LEAST_ONE,
+        "max_completion_length",
+        "num_iterations",
+        "updates_per_rollout",
+        "max_pixels",
+    )
 
     data: str = field(metadata={"help": "JSONL policy data with labels (reasoning not needed)."})
     base: str = field(
         metadata={"help": "Starting guard: an R-SFT output or a released GuardReasoner-VL model."}
     )
-    output: str = field(metadata={"help": "Directory for the trained guard and checkpoints."})
-    policy: str | None = field(
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the RL data."})
+    learning_rate: float | None = field(
         default=None,
+        metadata={"help": "Learning rate. Default: 1e-6 for full (paper), 1e-5 for LoRA/QLoRA."},
+    )
+    lr_scheduler: str = field(default="constant", metadata={"help": "transformers LR schedule."})
+    batch_size: int = field(
+        default=16,
         metadata={
-            "help": "Policy JSON (Policy.save). Default: the base's saved policy, else "
-            "GuardReasoner-VL's."
+            "help": "Completions per device per forward pass (trl's per_device_train_batch_size)."
         },
     )
-    method: str = field(
-        default="lora",
-        metadata={
-            "help": "lora (adapter), qlora (adapter on a 4-bit base) or full (the paper's).",
-            "choices": ("lora", "qlora", "full"),
-        },
+    logging_steps: int = field(default=1, metadata={"help": "Log rewards every N steps."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Resume from the last checkpoint in OUTPUT, on its saved RL data."},
     )
     eco: bool = field(
         default=False,
@@ -173,57 +197,13 @@ class RLSettings:
         default=4,
         metadata={"help": "Optimizer updates per rollout batch; later ones are off-policy."},
     )
-    batch_size: int = field(
-        default=16,
-        metadata={
-            "help": "Completions per device per forward pass (trl's per_device_train_batch_size)."
-        },
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Forward passes accumulated per optimizer update."}
-    )
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the RL data."})
-    max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."}
-    )
-    learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "Learning rate. Default: 1e-6 for full (paper), 1e-5 for LoRA/QLoRA."},
-    )
     weight_decay: float = field(default=1e-2, metadata={"help": "Weight decay (paper: 1e-2)."})
-    lr_scheduler: str = field(default="constant", metadata={"help": "transformers LR schedule."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    merge: bool = field(
-        default=False,
-        metadata={"help": "Also write the adapter merged into the base to OUTPUT/merged."},
-    )
     max_pixels: int = field(
         default=768 * 768, metadata={"help": "Pixel budget of images and merged images."}
     )
-    skip_invalid: bool = field(
-        default=False, metadata={"help": "Skip (and log) bad records instead of failing."}
-    )
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bfloat16 mixed precision. Default: on with CUDA."}
-    )
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Trade compute for memory (large models)."}
-    )
-    logging_steps: int = field(default=1, metadata={"help": "Log rewards every N steps."})
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
-    seed: int = field(default=42, metadata={"help": "Random seed."})
-    resume: bool = field(
-        default=False,
-        metadata={"help": "Resume from the last checkpoint in OUTPUT, on its saved RL data."},
-    )
-    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        if self.method not in ("lora", "qlora", "full"):
-            raise ConfigurationError(f"method must be lora, qlora or full, not {self.method!r}")
+        super().__post_init__()
         if self.clip_schedule not in CLIP_SCHEDULES:
             raise ConfigurationError(
                 f"clip_schedule must be one of {', '.join(CLIP_SCHEDULES)}, "
@@ -231,18 +211,6 @@ class RLSettings:
             )
         if self.rejection_keep not in ("all_wrong", "any_wrong"):
             raise ConfigurationError("rejection_keep must be all_wrong or any_wrong")
-        for name in (
-            "batch_size",
-            "gradient_accumulation_steps",
-            "max_completion_length",
-            "num_iterations",
-            "updates_per_rollout",
-            "logging_steps",
-            "lora_r",
-            "max_pixels",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name} must be at least 1")
         if self.num_generations < 2:
             raise ConfigurationError("num_generations must be at least 2 (GRPO compares a group)")
         if self.rejection_samples < 0:
@@ -253,8 +221,6 @@ class RLSettings:
             raise ConfigurationError("length_cutoff must be in (0, 1]")
         if self.clip_epsilon < 0:
             raise ConfigurationError("clip_epsilon must be >= 0")
-        if self.max_steps < 1 and self.epochs <= 0:
-            raise ConfigurationError("give epochs > 0 or max_steps >= 1")
         rollout = self.batch_size * self.gradient_accumulation_steps * self.updates_per_rollout
         if rollout % self.num_generations:
             raise ConfigurationError(
@@ -272,36 +238,18 @@ class RLSettings:
             return float(self.length_cutoff)
         return float(ECO_BETA if self.eco else STANDARD_BETA)
 
-    @property
-    def peak_learning_rate(self) -> float:
-        """The learning rate, or the method's default."""
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 1e-6 if self.method == "full" else 1e-5
-
 
 @dataclass(frozen=True)
-class RLResult:
-    """What a finished GRPO run produced.
+class RLResult(StageResult):
+    """What a finished GRPO run produced (see :class:`~guardvl_sdk.training.stage.StageResult`).
 
     Attributes:
-        output: The output directory.
-        model: What to pass to ``Guard.from_pretrained``: the output (full or merged), or None
-            for an adapter (then ``Guard.from_pretrained(base, adapter=adapter)``).
-        adapter: The adapter directory, for LoRA/QLoRA.
-        steps: Optimizer steps run.
-        seconds: Wall time of training (data preparation excluded).
         records: Labelled records read.
         hard: Records kept by rejection sampling (all of them when it is off).
         augmented: Concatenated items added.
         rejection: The rejection-sampling summary line, or None when it was off or resumed.
     """
 
-    output: Path
-    model: Path | None
-    adapter: Path | None
-    steps: int
-    seconds: float
     records: int
     hard: int
     augmented: int
@@ -367,15 +315,14 @@ def train_rl(
         MissingExtraError: The [train] extra is not installed.
     """
     from guardvl_sdk.extras import require
-    from guardvl_sdk.training.sft import merge_adapter
 
     require("train", "guardvl train rl")
 
-    policy = policy or _resolve_policy(settings)
+    policy = policy or resolve_policy(settings)
     output = Path(settings.output)
     saved = output / RL_DATA / "data.jsonl"
     args = _grpo_config(settings)  # before the model: under ZeRO-3 this makes loading shard
-    model, processor = _load(settings)
+    model, processor = load_base(settings)
 
     from accelerate import PartialState
 
@@ -395,28 +342,13 @@ def train_rl(
         settings, dataset, policy, model, processor, args=args, callbacks=callbacks
     )
 
-    began = time.perf_counter()
-    try:
-        outcome = trainer.train(resume_from_checkpoint=True if settings.resume else None)
-    except ValueError as exc:
-        if settings.resume and "checkpoint" in str(exc).lower():
-            raise ConfigurationError(f"cannot resume: {exc}") from exc
-        raise
-    seconds = time.perf_counter() - began
-
-    trainer.save_model(str(output))
-    processor.save_pretrained(str(output))
-    policy.save(output)
-    adapter = output if settings.method != "full" else None
-    trained: Path | None = output if settings.method == "full" else None
-    if adapter is not None and settings.merge:
-        trained = merge_adapter(settings.base, adapter, output / "merged")
+    trained = train_and_save(trainer, settings, policy, processor)
     return RLResult(
         output=output,
-        model=trained,
-        adapter=adapter,
-        steps=outcome.global_step,
-        seconds=seconds,
+        model=trained.model,
+        adapter=trained.adapter,
+        steps=trained.outcome.global_step,
+        seconds=trained.seconds,
         records=summary["records"],
         hard=summary["hard"],
         augmented=summary["augmented"],
@@ -440,10 +372,7 @@ def build_rl_trainer(
     (weight 0) as ``rewards/accuracy_reward/mean`` and ``rewards/format_reward/mean``. The clip
     range is logged as ``clip_epsilon``; every log line is appended to ``OUTPUT/rl_log.jsonl``.
     """
-    from peft import LoraConfig
-
     from guardvl_sdk.training.rewards import guard_rewards
-    from guardvl_sdk.training.sft import LANGUAGE_MODEL_LINEAR, _loss_log
 
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"  # generation pads on the left
@@ -451,17 +380,10 @@ def build_rl_trainer(
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    peft_config = None
-    if settings.method != "full":
-        peft_config = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=LANGUAGE_MODEL_LINEAR,
-            task_type="CAUSAL_LM",
-        )
     schedule = clip_callback(settings.clip_schedule, settings.clip_epsilon)
-    trainer = _trainer_class()(
+    from .grpo_patch import GuardGRPOTrainer
+
+    trainer = GuardGRPOTrainer(
         model=model,
         reward_funcs=guard_rewards(
             policy,
@@ -472,106 +394,11 @@ def build_rl_trainer(
         args=args if args is not None else _grpo_config(settings),
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=peft_config,
-        callbacks=[schedule, _loss_log(Path(settings.output) / RL_LOG), *callbacks],
+        peft_config=lora_config(settings),
+        callbacks=[schedule, jsonl_log(Path(settings.output) / RL_LOG), *callbacks],
     )
     schedule.trainer = trainer
     return trainer
-
-
-def _trainer_class() -> type[GRPOTrainer]:
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
-    class GuardGRPOTrainer(GRPOTrainer):
-        """``GRPOTrainer`` that takes batches mixing prompts with and without images.
-
-        Two gaps of trl 1.16 with Qwen2.5-VL, closed here: a text-only prompt's images are None
-        next to image prompts (the processor takes an empty list, not None), and a chunk of rows
-        without any image is sent to the vision tower with empty inputs (it fails): such chunks
-        are scored without vision inputs.
-        """
-
-        def _generate(self, prompts: list[Any]) -> Any:
-            out = super()._generate(prompts)
-            images = out[6]
-            if images is not None:
-                out = (*out[:6], [found or [] for found in images], *out[7:])
-            return out
-
-        def _get_per_token_logps_and_entropies(
-            self,
-            model: Any,
-            input_ids: Any,
-            attention_mask: Any,
-            logits_to_keep: int,
-            batch_size: int | None = None,
-            compute_entropy: bool = False,
-            compute_aux_loss: bool = False,
-            **vision: Any,
-        ) -> Any:
-            import torch
-
-            parent = super()._get_per_token_logps_and_entropies
-            counts = vision.get("num_images")
-            grid = vision.get("image_grid_thw")
-            pixels = vision.get("pixel_values")
-            size = batch_size or input_ids.size(0)
-            starts = range(0, input_ids.size(0), size)
-            other = {"mm_token_type_ids", "token_type_ids", "num_images", "image_grid_thw"}
-            if (
-                counts is None
-                or grid is None
-                or pixels is None
-                or any(
-                    v is not None for k, v in vision.items() if k not in other | {"pixel_values"}
-                )
-                or all(sum(counts[s : s + size]) for s in starts)
-            ):
-                return parent(
-                    model,
-                    input_ids,
-                    attention_mask,
-                    logits_to_keep,
-                    batch_size,
-                    compute_entropy,
-                    compute_aux_loss,
-                    **vision,
-                )
-            image_at = [0, *accumulate(counts)]
-            row_at = [0, *accumulate(grid.prod(dim=-1).tolist())]
-            logps, entropies, aux = [], [], []
-            for start in starts:
-                end = min(start + size, input_ids.size(0))
-                first, last = image_at[start], image_at[end]
-                chunk: dict[str, Any] = {
-                    key: vision[key][start:end]
-                    for key in ("mm_token_type_ids", "token_type_ids")
-                    if vision.get(key) is not None
-                }
-                if last > first:
-                    chunk["pixel_values"] = pixels[row_at[first] : row_at[last]]
-                    chunk["image_grid_thw"] = grid[first:last]
-                    chunk["num_images"] = counts[start:end]
-                out = parent(
-                    model,
-                    input_ids[start:end],
-                    attention_mask[start:end],
-                    logits_to_keep,
-                    None,
-                    compute_entropy,
-                    compute_aux_loss,
-                    **chunk,
-                )
-                logps.append(out[0])
-                entropies.append(out[1])
-                aux.append(out[2])
-            return (
-                torch.cat(logps, dim=0),
-                torch.cat(entropies, dim=0) if compute_entropy else None,
-                torch.stack(aux).mean() if compute_aux_loss else None,
-            )
-
-    return GuardGRPOTrainer
 
 
 def clip_callback(schedule: str, epsilon: float) -> Any:
@@ -604,19 +431,11 @@ def clip_callback(schedule: str, epsilon: float) -> Any:
 
 
 def _grpo_config(settings: RLSettings) -> Any:
-    import torch
     from trl.trainer.grpo_config import GRPOConfig
 
-    cuda = torch.cuda.is_available()
     return GRPOConfig(
-        output_dir=settings.output,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        learning_rate=settings.peak_learning_rate,
+        **training_arguments(settings),
         weight_decay=settings.weight_decay,
-        lr_scheduler_type=settings.lr_scheduler,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         steps_per_generation=settings.gradient_accumulation_steps * settings.updates_per_rollout,
         num_iterations=settings.num_iterations,
         num_generations=settings.num_generations,
@@ -630,29 +449,7 @@ def _grpo_config(settings: RLSettings) -> Any:
         scale_rewards="group",
         reward_weights=[1.0, 0.0, 0.0],  # train on the length-aware reward; log the others
         remove_unused_columns=False,
-        bf16=cuda if settings.bf16 is None else settings.bf16,
-        activation_checkpointing=settings.gradient_checkpointing,
-        logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        seed=settings.seed,
-        report_to="none",
-        disable_tqdm=not settings.progress,
-        use_cpu=not cuda,
-        dataloader_pin_memory=cuda,
     )
-
-
-def _load(settings: RLSettings) -> tuple[Any, Any]:
-    from guardvl_sdk.training.sft import SFTSettings, load_base
-
-    loaded: tuple[Any, Any] = load_base(
-        SFTSettings(
-            data=settings.data, base=settings.base, output=settings.output, method=settings.method
-        )
-    )
-    return loaded
 
 
 def _rejection(
@@ -736,9 +533,3 @@ def _save_items(folder: Path, items: Sequence[Record], summary: dict[str, Any]) 
         lines.append(json.dumps({k: v for k, v in row.items() if v is not None}))
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-
-
-def _resolve_policy(settings: RLSettings) -> Policy:
-    if settings.policy:
-        return Policy.load(settings.policy)
-    return Policy.from_pretrained(settings.base) or GUARDREASONER_VL

@@ -1,5 +1,8 @@
 """The local backend: a guard model loaded in this process with transformers.
 
+One module over 400 lines on purpose: one job, generating in this process (encode, batch, generate,
+score), sync and async.
+
 Loading (device, dtype, quantization, adapter) is :mod:`guardvl_sdk.backends.loading`; the
 instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this module generates.
 """
@@ -142,23 +145,17 @@ class LocalBackend:
         prefix_cache: bool = True,
         **model_kwargs: Any,
     ) -> LocalBackend:
-        """Load a model and its processor with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
+        """Load a model with :func:`~guardvl_sdk.backends.loading.load_model` and serve it.
 
         Args:
-            model_id: A Hugging Face model id or a local directory.
-            quantization: ``"auto"`` (4-bit nf4 on CUDA, none elsewhere), ``"4bit"``, ``"8bit"``
-                (bitsandbytes) or None.
-            device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default: CUDA when available.
-            dtype: Weights (and 4-bit compute) dtype; default bfloat16 on CUDA, float32 on CPU.
-            revision: A branch, tag or commit of the model repository.
-            trust_remote_code: Run code shipped with the checkpoint. Off unless you ask.
+            model_id, quantization, device, dtype, revision, trust_remote_code, adapter,
+                **model_kwargs: How the model is loaded: see
+                :func:`~guardvl_sdk.backends.loading.load_model` (it raises its errors).
             max_new_tokens: Generation bound.
             max_time, timeout: Time bounds (see :class:`LocalBackend`).
-            adapter: A PEFT (LoRA) adapter to apply on top of the model (needs ``peft``).
             batch_window_ms, max_batch_size: Dynamic batching (see :class:`LocalBackend`).
             prefix_cache: Reuse the instruction prefix's key/value cache (see
                 :class:`LocalBackend`).
-            **model_kwargs: Passed on to ``from_pretrained`` of the model.
         """
         model, processor, name = load_model(
             model_id,

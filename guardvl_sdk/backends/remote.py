@@ -1,5 +1,8 @@
 """The remote backend: a guard model served by an inference engine over the chat completions API.
 
+One module over 400 lines on purpose: HTTP, retries, deadlines and concurrency of one backend, sync
+and async (the wire format is chat_api.py).
+
 vLLM, SGLang, TGI and ``transformers serve`` speak it. Every prompt is one HTTP request; the
 requests of one call run concurrently, up to ``max_concurrency`` in flight.
 """

@@ -15,12 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from guardvl_sdk.evaluation.metrics import Outcome
 
 __all__ = ["LEVEL", "bootstrap", "interval", "mcnemar", "weighted_samples"]
 
@@ -30,22 +27,28 @@ LEVEL = 0.95
 FIGURES = ("f1", "precision", "recall")
 
 
-def bootstrap(outcomes: Sequence[Outcome], *, resamples: int, seed: int) -> dict[str, Any]:
-    """F1, precision and recall on ``resamples`` bootstrap resamples of ``outcomes``.
+def bootstrap(
+    labels: Sequence[tuple[bool, bool | None]], *, resamples: int, seed: int
+) -> dict[str, Any]:
+    """F1, precision and recall on ``resamples`` bootstrap resamples of ``labels``.
+
+    Args:
+        labels: One ``(gold, predicted)`` pair per item, True for the positive class;
+            ``predicted`` is None where the guard gave no readable label.
+        resamples: How many resamples.
+        seed: Seed of the generator.
 
     Returns:
         ``{figure: array of resamples}``, NaN where a resample leaves the figure undefined;
         empty for no items.
     """
-    if not outcomes:
+    if not labels:
         return {}
-    gold = np.array([o.gold for o in outcomes], dtype=bool)
+    gold = np.array([g for g, _ in labels], dtype=bool)
     # An unreadable label counts as wrong, as in the point estimate.
-    predicted = np.array(
-        [(not o.gold) if o.predicted is None else o.predicted for o in outcomes], dtype=bool
-    )
+    predicted = np.array([(not g) if p is None else p for g, p in labels], dtype=bool)
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))
+    picks = rng.integers(0, len(labels), size=(resamples, len(labels)))
     g, p = gold[picks], predicted[picks]
     tp = (g & p).sum(axis=1)
     fp = (~g & p).sum(axis=1)

@@ -1,5 +1,8 @@
 """Metrics over scored items: confusion matrix, F1, precision, recall, percentiles, PR curves.
 
+One module over 400 lines on purpose: every figure of a task (confusion, curves, calibration) is
+defined once, here.
+
 Everything here is plain arithmetic on :class:`Outcome` lists, with no model and no I/O, so each
 figure can be checked by hand. Conventions:
 
@@ -18,6 +21,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from guardvl_sdk.evaluation.confidence import bootstrap, interval
 
 __all__ = [
     "CalibrationBin",
@@ -92,6 +97,18 @@ class Confusion:
     fp: int = 0
     tn: int = 0
     fn: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Iterable[Outcome]) -> Confusion:
+        """Count ``outcomes``; an unreadable prediction counts as the opposite of the gold."""
+        tp = fp = tn = fn = 0
+        for item in outcomes:
+            predicted = (not item.gold) if item.predicted is None else item.predicted
+            if item.gold:
+                tp, fn = (tp + 1, fn) if predicted else (tp, fn + 1)
+            else:
+                fp, tn = (fp + 1, tn) if predicted else (fp, tn + 1)
+        return cls(tp=tp, fp=fp, tn=tn, fn=fn)
 
     @property
     def total(self) -> int:
@@ -249,25 +266,17 @@ def task_metrics(
         resamples: Bootstrap resamples for the intervals (0: no intervals).
         seed: Seed of the bootstrap, so intervals are reproducible.
     """
-    from guardvl_sdk.evaluation.confidence import bootstrap, interval
-
-    tp = fp = tn = fn = 0
-    for item in outcomes:
-        predicted = (not item.gold) if item.predicted is None else item.predicted
-        if item.gold:
-            tp, fn = (tp + 1, fn) if predicted else (tp, fn + 1)
-        else:
-            fp, tn = (fp + 1, tn) if predicted else (fp, tn + 1)
     statuses = [item.status for item in outcomes]
     tokens = [item.output_tokens for item in outcomes if item.output_tokens is not None]
     latencies = [item.latency_ms for item in outcomes if item.latency_ms is not None]
     scored = [(item.score, item.gold) for item in outcomes if item.score is not None]
     checked = [item.inconsistent for item in outcomes if item.inconsistent is not None]
-    samples = bootstrap(outcomes, resamples=resamples, seed=seed) if resamples else {}
+    labels = [(item.gold, item.predicted) for item in outcomes]
+    samples = bootstrap(labels, resamples=resamples, seed=seed) if resamples else {}
     bins = calibration(scored)
     return TaskMetrics(
         n=len(outcomes),
-        confusion=Confusion(tp=tp, fp=fp, tn=tn, fn=fn),
+        confusion=Confusion.of(outcomes),
         positives=sum(item.gold for item in outcomes),
         unparsed=sum(item.predicted is None for item in outcomes),
         parse_errors=statuses.count("parse_error"),

@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from guardvl_sdk.checks import CheckInput
+from guardvl_sdk.checks import CheckInput, Due
 
 if TYPE_CHECKING:
     from guardvl_sdk.conversation import Message
     from guardvl_sdk.hooks.messages import Request
-    from guardvl_sdk.hooks.stream import Due
     from guardvl_sdk.verdict import Stage, Verdict
 
 __all__ = ["BlockedCall", "GuardEvent", "Guardian", "Reporter"]

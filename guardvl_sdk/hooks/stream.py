@@ -27,8 +27,9 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from guardvl_sdk.checks import Due
 from guardvl_sdk.hooks.options import StreamOptions
 
 if TYPE_CHECKING:
@@ -39,22 +40,6 @@ __all__ = ["Due", "Gates", "OneAnswer", "StreamGate", "aguard_stream", "guard_st
 C = TypeVar("C")
 O = TypeVar("O")  # noqa: E741  # the output chunk type
 C_contra = TypeVar("C_contra", contravariant=True)
-
-
-class Due(NamedTuple):
-    """A check a stream needs now.
-
-    Attributes:
-        key: Which answer of the stream (the choice index of an OpenAI stream; else 0).
-        answer: The text to check; for a final check of an answer that made tool calls, the
-            assistant message (its text and its calls, judged together).
-        offset: Where the checked text starts in the whole answer (0 for the whole answer);
-            the receipt records it (:attr:`~guardvl_sdk.verdict.InspectedPart.offset`).
-    """
-
-    key: int
-    answer: str | Mapping[str, Any]
-    offset: int = 0
 
 
 @dataclass

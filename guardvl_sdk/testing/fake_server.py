@@ -1,5 +1,8 @@
 """An OpenAI-compatible server on loopback that answers what you script.
 
+One module over 400 lines on purpose: the one fake of the OpenAI wire format (chat and Responses,
+streamed or not), so every test speaks the same one.
+
 It serves chat completions and the Responses API, each streamed too, with text, reasoning and
 tool calls: what a VLM app's client meets, to test the guard around it offline.
 """
