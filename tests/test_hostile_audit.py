@@ -107,7 +107,7 @@ def test_a_log_deleted_while_a_writer_waits_for_the_lock_is_reopened(
 
 
 _WRITER = """
-import sys
+import os, sys
 from guardvl_sdk.audit import AuditRecord, JsonlAuditLog
 path, worker = sys.argv[1], int(sys.argv[2])
 log = JsonlAuditLog(path)
@@ -119,7 +119,9 @@ while True:
     log.write(AuditRecord(time="t", stage="input", request=None, response=None, status="ok",
         blocked=True, latency_ms=float(ident), model=None, policy=None, text_sha256="0",
         response_sha256=None, image_sha256=[], text=big))
-    print(ident, flush=True)  # only after the write returned: a confirmed record
+    # Only after the write returned: a confirmed record. One os.write, one atomic pipe write of a
+    # whole line (print writes the number and its newline apart under PYTHONUNBUFFERED).
+    os.write(1, f"{ident}\\n".encode())
 """
 
 
@@ -133,7 +135,7 @@ def confirmations(writer: subprocess.Popen[str]) -> set[int]:
     assert writer.stdout is not None
     out = writer.stdout.read()  # EOF: the writer is dead, its pipe closed
     writer.wait(timeout=30)
-    assert not out or out.endswith("\n")  # each print is one atomic pipe write: whole lines
+    assert not out or out.endswith("\n")  # each confirmation is one atomic write: whole lines
     return {int(line) for line in out.split()}
 
 
