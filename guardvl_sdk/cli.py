@@ -745,6 +745,8 @@ def _serve(args: argparse.Namespace) -> int:
             timeout=section.timeout,
             shutdown_grace=section.shutdown_grace,
         )
+        from guardvl_sdk.guard import Guard
+
         guard = Guard.from_config(config)
     except (GuardVLError, ValidationError) as exc:
         print(f"guardvl serve: {exc}", file=sys.stderr)
