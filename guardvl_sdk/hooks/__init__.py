@@ -11,6 +11,9 @@ the LangChain adapters are thin peers on:
   whole, every role, by :mod:`guardvl_sdk.conversation`);
 - :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
   one async driver;
+- :mod:`.flow`: a call's control flow written once as steps (:class:`Check`, :class:`Call`,
+  :class:`GuardStream`, ...), run by :func:`run_flow` or awaited by :func:`arun_flow`: the sync
+  and async paths of an entry point differ only in the driver;
 - :mod:`.signature`: reading a guarded function's signature.
 
 One rule for empty answers, the same everywhere: when the output check is on, every answer is
@@ -23,11 +26,23 @@ from __future__ import annotations
 
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
+from guardvl_sdk.hooks.flow import (
+    Call,
+    Check,
+    Flow,
+    GuardStream,
+    PassStream,
+    Resolve,
+    Step,
+    arun_flow,
+    run_flow,
+)
 from guardvl_sdk.hooks.messages import Request, RequestReader, read_messages
 from guardvl_sdk.hooks.options import (
     DEFAULT_REFUSAL,
     BlockMode,
     CheckMode,
+    HookArgs,
     HookOptions,
     OnBlock,
     StreamOptions,
@@ -49,22 +64,32 @@ __all__ = [
     "TEXT_PARAMETERS",
     "BlockMode",
     "BlockedCall",
+    "Call",
+    "Check",
     "CheckMode",
     "Due",
+    "Flow",
     "Gates",
     "GuardEvent",
     "GuardSession",
+    "GuardStream",
     "Guardian",
+    "HookArgs",
     "HookOptions",
     "OnBlock",
     "OneAnswer",
+    "PassStream",
     "Reporter",
     "Request",
     "RequestReader",
+    "Resolve",
+    "Step",
     "StreamGate",
     "StreamOptions",
     "aguard_stream",
+    "arun_flow",
     "guard_stream",
     "guarded",
     "read_messages",
+    "run_flow",
 ]
