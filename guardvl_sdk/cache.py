@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-    from guardvl_sdk.inspection import SeenImage
-    from guardvl_sdk.verdict import Verdict
+    from guardvl_sdk.verdict import InspectedPart, Verdict
 
 __all__ = ["CacheStats", "VerdictCache"]
 
@@ -51,7 +50,7 @@ class VerdictCache:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
-        self._items: OrderedDict[str, tuple[Verdict, tuple[SeenImage, ...]]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Verdict, tuple[InspectedPart, ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
@@ -88,7 +87,7 @@ class VerdictCache:
         hit = self.lookup(key)
         return None if hit is None else hit[0]
 
-    def lookup(self, key: str) -> tuple[Verdict, tuple[SeenImage, ...]] | None:
+    def lookup(self, key: str) -> tuple[Verdict, tuple[InspectedPart, ...]] | None:
         """The cached verdict (marked ``cached=True``) and what its check saw of its images, or
         None; counts a hit or a miss."""
         with self._lock:
@@ -101,7 +100,7 @@ class VerdictCache:
         verdict, images = item
         return verdict.model_copy(update={"cached": True, "latency_ms": 0.0}), images
 
-    def put(self, key: str, verdict: Verdict, images: Sequence[SeenImage] = ()) -> None:
+    def put(self, key: str, verdict: Verdict, images: Sequence[InspectedPart] = ()) -> None:
         """Store an ``ok`` verdict (with what its check saw of its images); anything else is
         ignored."""
         if verdict.status.value != "ok":

@@ -27,7 +27,7 @@ from guardvl_sdk.verdict import InspectedPart
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ConversationMemory", "Inspection", "SeenImage", "Unreadable", "inspect_parts"]
+__all__ = ["ConversationMemory", "Inspection", "Unreadable", "inspect_parts"]
 
 Unreadable = Literal["raise", "block", "allow"]
 
@@ -69,15 +69,6 @@ class ConversationMemory:
     def __len__(self) -> int:
         with self._lock:
             return len(self._parts)
-
-
-@dataclass(frozen=True)
-class SeenImage:
-    """What a check keeps of an image it sent: its size as the guard saw it and its pixel hash."""
-
-    width: int
-    height: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -125,10 +116,10 @@ class Inspection:
         return tuple(sent.key for sent in self._sent)
 
     @property
-    def seen(self) -> tuple[SeenImage, ...]:
-        """Size and pixel hash of each image sent (after :meth:`load` or :meth:`recall`)."""
-        entries = [self.receipt[sent.entry] for sent in self._sent]
-        return tuple(SeenImage(e.width or 0, e.height or 0, e.sha256) for e in entries)
+    def seen(self) -> tuple[InspectedPart, ...]:
+        """The receipt entry of each image sent: its size as the guard saw it and its pixel hash
+        (after :meth:`load` or :meth:`recall`)."""
+        return tuple(self.receipt[sent.entry] for sent in self._sent)
 
     @property
     def keys(self) -> tuple[tuple[str, InspectedPart], ...]:
@@ -154,9 +145,10 @@ class Inspection:
             sent.append(replace(item, image=image))
         return replace(self, receipt=tuple(receipt), _sent=tuple(sent))
 
-    def recall(self, seen: Sequence[SeenImage]) -> Inspection:
-        """This inspection with the receipt's image entries taken from an earlier check of the
-        same content (a verdict-cache hit), without decoding anything."""
+    def recall(self, seen: Sequence[InspectedPart]) -> Inspection:
+        """This inspection with the receipt's image entries (size and pixel hash) taken from
+        :attr:`seen` of an earlier check of the same content (a verdict-cache hit), without
+        decoding anything."""
         if len(seen) != len(self._sent):
             raise ValueError(f"{len(seen)} images recalled for {len(self._sent)} sent")
         receipt = list(self.receipt)

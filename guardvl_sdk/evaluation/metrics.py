@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from guardvl_sdk.evaluation.confidence import bootstrap, interval
 
@@ -89,8 +89,51 @@ class Outcome:
         return self.predicted is not None and self.predicted == self.gold
 
 
+class _Share:
+    """A rate ``part / (part + rest)`` of a confusion matrix, read as an attribute; None when
+    the denominator is 0."""
+
+    def __init__(self, part: str, rest: str, doc: str) -> None:
+        self.part, self.rest, self.__doc__ = part, rest, doc
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> _Share: ...
+    @overload
+    def __get__(self, instance: _Rates, owner: type[Any]) -> float | None: ...
+    def __get__(self, instance: _Rates | None, owner: type[Any]) -> float | _Share | None:
+        if instance is None:
+            return self
+        matrix = instance._matrix()
+        part = getattr(matrix, self.part)
+        return _ratio(part, part + getattr(matrix, self.rest))
+
+
+class _Rates:
+    """The rates of a confusion matrix, one definition for every class that has one."""
+
+    precision = _Share("tp", "fp", "TP / (TP + FP); None without predicted positives.")
+    recall = _Share("tp", "fn", "TP / (TP + FN); None without gold positives.")
+    fpr = _Share("fp", "tn", "FP / (FP + TN): gold negatives flagged; None without any.")
+    fnr = _Share("fn", "tp", "FN / (FN + TP): gold positives missed; None without any.")
+
+    def _matrix(self) -> Confusion:
+        raise NotImplementedError
+
+    @property
+    def f1(self) -> float | None:
+        """2TP / (2TP + FP + FN): the harmonic mean of precision and recall; None if no positive."""
+        m = self._matrix()
+        return _ratio(2 * m.tp, 2 * m.tp + m.fp + m.fn)
+
+    @property
+    def accuracy(self) -> float | None:
+        """(TP + TN) / all: the share of items labelled right; None for no items."""
+        m = self._matrix()
+        return _ratio(m.tp + m.tn, m.total)
+
+
 @dataclass(frozen=True)
-class Confusion:
+class Confusion(_Rates):
     """A 2x2 confusion matrix (unreadable predictions already counted as wrong)."""
 
     tp: int = 0
@@ -115,35 +158,8 @@ class Confusion:
         """All items."""
         return self.tp + self.fp + self.tn + self.fn
 
-    @property
-    def precision(self) -> float | None:
-        """TP / (TP + FP); None without predicted positives."""
-        return _ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float | None:
-        """TP / (TP + FN); None without gold positives."""
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float | None:
-        """2TP / (2TP + FP + FN): the harmonic mean of precision and recall; None if no positive."""
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
-
-    @property
-    def accuracy(self) -> float | None:
-        """(TP + TN) / all; None for no items."""
-        return _ratio(self.tp + self.tn, self.total)
-
-    @property
-    def fpr(self) -> float | None:
-        """FP / (FP + TN): the share of gold negatives flagged; None without gold negatives."""
-        return _ratio(self.fp, self.fp + self.tn)
-
-    @property
-    def fnr(self) -> float | None:
-        """FN / (FN + TP): the share of gold positives missed; None without gold positives."""
-        return _ratio(self.fn, self.fn + self.tp)
+    def _matrix(self) -> Confusion:
+        return self
 
 
 @dataclass(frozen=True)
@@ -167,7 +183,7 @@ class CalibrationBin:
 
 
 @dataclass(frozen=True)
-class TaskMetrics:
+class TaskMetrics(_Rates):
     """Every figure of one task on one dataset.
 
     Attributes:
@@ -220,35 +236,8 @@ class TaskMetrics:
     inconsistent: int = 0
     samples: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def f1(self) -> float | None:
-        """F1 with the positive class as positive."""
-        return self.confusion.f1
-
-    @property
-    def precision(self) -> float | None:
-        """Precision of the positive class."""
-        return self.confusion.precision
-
-    @property
-    def recall(self) -> float | None:
-        """Recall of the positive class."""
-        return self.confusion.recall
-
-    @property
-    def accuracy(self) -> float | None:
-        """Share of items labelled right."""
-        return self.confusion.accuracy
-
-    @property
-    def fpr(self) -> float | None:
-        """False-positive rate: gold negatives flagged."""
-        return self.confusion.fpr
-
-    @property
-    def fnr(self) -> float | None:
-        """False-negative rate: gold positives missed."""
-        return self.confusion.fnr
+    def _matrix(self) -> Confusion:
+        return self.confusion
 
     @property
     def inconsistency(self) -> float | None:
