@@ -166,7 +166,7 @@ class ImageFetcher:
             raise InvalidInputError(f"image URL has an invalid port: {url!r}") from exc
         try:
             addresses = self.resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: an unencodable name
             raise InvalidInputError(f"cannot resolve image host {host!r}: {exc}") from exc
         if not addresses:
             raise InvalidInputError(f"cannot resolve image host {host!r}")

@@ -7,12 +7,14 @@ the tests prove that no attempt reaches a forbidden address. The servers are rea
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -348,3 +350,61 @@ def test_a_lone_surrogate_in_a_reply_still_serialises() -> None:
         verdict = guard.check("hello")
     assert "\ufffd" in verdict.raw
     assert json.loads(verdict.model_dump_json())["raw"] == verdict.raw
+
+
+# -- image sources a chat names, and hosts that cannot even be encoded -------------------------
+
+
+@pytest.mark.parametrize("url", ["http:cat.png", "https:cat.png", "HTTP:cat.png", "http:/cat.png"])
+def test_a_url_without_a_host_never_reads_a_local_file(
+    url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from guardvl_sdk.testing import ScriptedBackend
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    monkeypatch.chdir(str(tmp_path))
+    for name in ("http:cat.png", "https:cat.png", "HTTP:cat.png"):
+        Path(name).write_bytes(png.getvalue())  # a file whose name is the URL: never opened
+    Path("http:").mkdir()
+    Path("http:/cat.png").write_bytes(png.getvalue())
+    guard = Guard(ScriptedBackend(SAFE_TEXT), fetch_images=True)
+    part = {"type": "image_url", "image_url": {"url": url}}
+    with pytest.raises(InvalidInputError, match="http"):
+        guard.check(messages=[{"role": "user", "content": [part]}])
+    with pytest.raises(InvalidInputError):  # without fetching: refused as a URL, not read
+        Guard(ScriptedBackend(SAFE_TEXT)).check("look", image=url)
+
+
+def test_a_host_name_that_cannot_be_encoded_is_a_typed_error() -> None:
+    attempts = Attempts()
+    for host in ("a" + "b" * 300 + ".example", "x" * 64 + ".example", "\udcff.example"):
+        with pytest.raises(InvalidInputError, match="cannot resolve"):
+            ImageFetcher(connect=attempts)(f"http://{host}/x.png")
+    assert attempts.seen == []
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda key: key,
+        lambda key: base64.b64encode(f"Bearer {key}".encode()).decode(),
+        lambda key: base64.urlsafe_b64encode(f"Basic u:{key}".encode()).decode(),
+        lambda key: base64.b64encode(key.encode()).decode(),
+        lambda key: urllib.parse.quote(f"Bearer {key}"),
+        lambda key: key.encode().hex(),
+    ],
+)
+def test_an_echoed_key_is_redacted_in_every_encoding(echo: Callable[[str], str]) -> None:
+    from guardvl_sdk.redaction import redact
+
+    for key in ("sk-live-0123456789abcdef", "k3y-without-a-known-shape-42"):
+        text = f'{{"error": "you sent {echo(key)}"}}'
+        kept = redact(text, [key])
+        assert echo(key) not in kept and "REDACTED" in kept
+        assert key not in kept and key[4:-4] not in kept
