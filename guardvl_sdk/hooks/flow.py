@@ -1,10 +1,13 @@
 """A guarded call's control flow, written once, run by a sync or an async driver.
 
-A *flow* is a generator that yields steps (check a request or its answers, call the wrapped
-function, stream its answer through the stream gate) and receives each step's result. It holds
-every rule of a guarded call (what is checked, when, and what a block does); :func:`run_flow`
-performs its steps as plain calls and :func:`arun_flow` awaits them, so the sync and async paths of
-every entry point differ only in the driver::
+A *flow* is a generator that yields what it waits for and receives the result. It holds every
+rule of a guarded call (what is checked, when, and what a block does); :func:`run_flow` runs it
+synchronously and :func:`arun_flow` without blocking the event loop, so the sync and async paths
+of every entry point differ only in the driver. A flow yields either:
+
+- a :class:`Step` (check a request or its answers, call the wrapped function, stream its answer
+  through the stream gate): :func:`run_flow` performs it as a plain call, :func:`arun_flow`
+  awaits it::
 
     def flow(request: Request) -> Flow[str]:
         (verdict,) = yield Check(reporter, request)
@@ -14,13 +17,17 @@ every entry point differ only in the driver::
 
     answer = run_flow(flow(request))  # or: await arun_flow(flow(request))
 
-A step's exception propagates out of the driver; a flow holds nothing across a ``yield`` that
-would need cleaning up.
+- or the call itself, when the caller handed the flow the sync or the async twin of a function
+  (``reporter.check`` or ``reporter.acheck``): :func:`run_flow` sends back what it yielded, as
+  the result, and :func:`arun_flow` awaits it.
+
+The flow is closed when the driver ends, a step's exception included.
 """
 
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -33,7 +40,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from guardvl_sdk.hooks.stream import Gates, aguard_stream, guard_stream
 
@@ -62,24 +69,25 @@ C = TypeVar("C")
 O = TypeVar("O")  # noqa: E741  # the output chunk type
 
 
-class Step(Protocol[T_co]):
+class Step(ABC, Generic[T_co]):
     """One thing a flow needs done; the driver performs it and sends back its result."""
 
+    @abstractmethod
     def run(self) -> T_co:
         """Perform the step synchronously."""
-        ...
 
+    @abstractmethod
     def arun(self) -> Awaitable[T_co]:
         """Perform the step without blocking the event loop."""
-        ...
 
 
-Flow: TypeAlias = Generator[Step[Any], Any, T]
-"""A guarded call's control flow that returns a ``T`` (see the module docstring)."""
+Flow: TypeAlias = Generator[Any, Any, T]
+"""A guarded call's control flow that returns a ``T``: it yields steps, or calls already made
+(see the module docstring)."""
 
 
 class _Steps:
-    """A flow's steps as an iterator; the driver sets :attr:`result` after each one."""
+    """What a flow yields, as an iterator; the driver sets :attr:`result` after each one."""
 
     def __init__(self, flow: Flow[Any]) -> None:
         self._flow = flow
@@ -89,7 +97,7 @@ class _Steps:
     def __iter__(self) -> _Steps:
         return self
 
-    def __next__(self) -> Step[Any]:
+    def __next__(self) -> Any:
         try:
             return self._flow.send(self.result)
         except StopIteration as stop:
@@ -98,23 +106,29 @@ class _Steps:
 
 
 def run_flow(flow: Flow[T]) -> T:
-    """Run a flow, each step a plain call; return what the flow returns."""
+    """Run a flow, each step a plain call (a call already made: its result); return its value."""
     steps = _Steps(flow)
-    for step in steps:
-        steps.result = step.run()
+    try:
+        for step in steps:
+            steps.result = step.run() if isinstance(step, Step) else step
+    finally:
+        flow.close()
     return cast("T", steps.value)
 
 
 async def arun_flow(flow: Flow[T]) -> T:
-    """Run a flow, each step awaited; return what the flow returns."""
+    """Run a flow, each step (or call already made) awaited; return what the flow returns."""
     steps = _Steps(flow)
-    for step in steps:
-        steps.result = await step.arun()
+    try:
+        for step in steps:
+            steps.result = await (step.arun() if isinstance(step, Step) else step)
+    finally:
+        flow.close()
     return cast("T", steps.value)
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(Step["list[Verdict]"]):
     """Step: judge a request, or answers to it, in one guard batch; back come the verdicts.
 
     Attributes:
@@ -145,7 +159,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Call:
+class Call(Step[Any]):
     """Step: call the wrapped function; back comes its result (awaited by :func:`arun_flow`)."""
 
     fn: Callable[..., Any]
@@ -162,7 +176,7 @@ class Call:
 
 
 @dataclass(frozen=True)
-class Resolve:
+class Resolve(Step[Any]):
     """Step: a value :func:`arun_flow` awaits if it is awaitable (an async handler's result)."""
 
     value: Any
@@ -177,7 +191,7 @@ class Resolve:
 
 
 @dataclass(frozen=True)
-class PassStream:
+class PassStream(Step[Any]):
     """Step: a stream the caller gets unchecked; back comes an iterator (async: generator).
 
     Attributes:
@@ -237,7 +251,7 @@ async def _aiter(chunks: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[A
 
 
 @dataclass(frozen=True)
-class GuardStream(Generic[C, O]):
+class GuardStream(Step[Any], Generic[C, O]):
     """Step: a stream the caller gets through the stream gate; back comes an iterator.
 
     The drivers are :func:`~guardvl_sdk.hooks.guard_stream` (:meth:`run`) and
