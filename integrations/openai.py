@@ -80,23 +80,45 @@ __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai
 
 CONTENT_FILTER: Literal["content_filter"] = "content_filter"
 
-# Ways to generate that this wrapper does not guard: refused instead of passed through. The raw
-# request methods (post, request) and batches reach /chat/completions around the guard.
-_UNGUARDED_CLIENT = frozenset(
+# What passes through the wrapped client: an allowlist. Anything else (completions, realtime,
+# beta, batches, audio, images, conversations, the raw request methods post, put, patch, get,
+# request, with_raw_response, the private _client, new resources) is refused: each is a way to
+# generate, or to read stored answers, around the guard. `.unguarded` is the explicit way past.
+_PASSED_CLIENT = frozenset(
     {
-        "completions",
-        "realtime",
-        "beta",
-        "batches",
-        "post",
-        "request",
-        "with_raw_response",
-        "with_streaming_response",
+        # settings
+        "api_key",
+        "organization",
+        "project",
+        "base_url",
+        "websocket_base_url",
+        "webhook_secret",
+        "timeout",
+        "max_retries",
+        "default_headers",
+        "default_query",
+        "auth_headers",
+        "user_agent",
+        "platform_headers",
+        "is_closed",
+        "close",
+        # resources that do not generate
+        "models",
+        "embeddings",
+        "moderations",
+        "files",
+        "uploads",
+        "vector_stores",
+        "webhooks",
+        "fine_tuning",
     }
 )
-_UNGUARDED_COMPLETIONS = frozenset(
-    {"parse", "stream", "with_raw_response", "with_streaming_response"}
-)
+_PASSED_CHAT: frozenset[str] = (
+    frozenset()
+)  # chat.completions is guarded; chat.with_raw_response not
+# create is guarded; parse, stream, raw responses, and list / retrieve / messages / update (stored
+# answers, returned unchecked) are refused.
+_PASSED_COMPLETIONS = frozenset({"delete"})
 
 # THE ALLOWLIST: the create() arguments forwarded to the model. Each is either inspected by the
 # guard (messages; tools and tool calls are read with the conversation) or cannot carry content
@@ -200,15 +222,17 @@ def guard_openai(
 
 
 class _Proxy:
-    """Passes attribute access through to the wrapped object, except names it refuses."""
+    """Passes attribute access through to the wrapped object for the names it allows only."""
 
-    _refused: frozenset[str] = frozenset()
+    _passed: frozenset[str] = frozenset()
 
     def __init__(self, wrapped: Any) -> None:
         self._wrapped = wrapped
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._refused:
+        if name not in self._passed:
+            if name.startswith("__"):  # copy, pickle and inspection probe for these
+                raise AttributeError(name)
             raise ConfigurationError(
                 f"{name} is not guarded by guard_openai: use chat.completions.create, or "
                 f".unguarded.{name} to call it without the guard on purpose"
@@ -227,7 +251,7 @@ class GuardedOpenAI(_Proxy):
         guard: The guard.
     """
 
-    _refused = _UNGUARDED_CLIENT
+    _passed = _PASSED_CLIENT
 
     def __init__(self, client: OpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
@@ -252,7 +276,7 @@ class GuardedOpenAI(_Proxy):
 class AsyncGuardedOpenAI(_Proxy):
     """An ``AsyncOpenAI`` client whose ``chat.completions.create`` is guarded."""
 
-    _refused = _UNGUARDED_CLIENT
+    _passed = _PASSED_CLIENT
 
     def __init__(self, client: AsyncOpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
@@ -277,6 +301,8 @@ class AsyncGuardedOpenAI(_Proxy):
 
 
 class _GuardedChat(_Proxy):
+    _passed = _PASSED_CHAT
+
     def __init__(self, chat: Any, completions: Any) -> None:
         super().__init__(chat)
         self.completions = completions
@@ -286,7 +312,7 @@ class _Guarding(GuardedCreate[ChatCompletion, ChatCompletionChunk], _Proxy):
     """What the sync and async ``completions`` share: the flow, reading, deciding, refusals."""
 
     what = "chat.completions.create"
-    _refused = _UNGUARDED_COMPLETIONS
+    _passed = _PASSED_COMPLETIONS
 
     def _start(self, kwargs: dict[str, Any]) -> Request:
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
