@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -185,9 +186,16 @@ class JsonlAuditLog:
     def _open(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            # O_NONBLOCK: a FIFO must not hang the open; it is refused below.
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {self.path}: {exc}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            # A FIFO fills and then blocks every check; /dev/null loses every record.
+            os.close(fd)
+            raise AuditError(f"audit log {self.path} is not a regular file")
+        os.set_blocking(fd, True)
+        return fd
 
     def write(self, record: AuditRecord) -> None:
         """Append one record as one line, on a fresh line, with a single ``write``."""

@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any, TypedDict, Unpack
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import httpcore2
 import httpx2
@@ -49,13 +49,6 @@ def deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def _connecting(connect: ConnectHook | None, host: str, port: int, timeout: float | None) -> Any:
-    """Run the ``connect`` hook, then give the connect timeout cut to the time left."""
-    if connect is not None:
-        connect(host, port)
-    return _left(timeout, httpcore2.ConnectTimeout)
-
-
 def _left(timeout: float | None, error: type[Exception]) -> float | None:
     """The timeout of one socket operation: the given one, cut to the time left."""
     end = _deadline.get()
@@ -67,10 +60,17 @@ def _left(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-class _Stream(httpcore2.NetworkStream):
-    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+N = TypeVar("N")  # what a wrapper wraps
+
+
+class _Wrapping(Generic[N]):
+    """A wrapper of one of httpcore's network streams or backends."""
+
+    def __init__(self, inner: N) -> None:
         self._inner = inner
 
+
+class _Stream(_Wrapping[httpcore2.NetworkStream], httpcore2.NetworkStream):
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._inner.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
 
@@ -90,32 +90,7 @@ class _Stream(httpcore2.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class _Backend(httpcore2.NetworkBackend):
-    def __init__(self, connect: ConnectHook | None) -> None:
-        self._inner = httpcore2.SyncBackend()
-        self._connect = connect
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.NetworkStream:
-        left = _connecting(self._connect, host, port, timeout)
-        return _Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.NetworkStream:
-        raise httpcore2.ConnectError("unix sockets are not used")
-
-
-class _AsyncStream(httpcore2.AsyncNetworkStream):
-    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
-        self._inner = inner
-
+class _AsyncStream(_Wrapping[httpcore2.AsyncNetworkStream], httpcore2.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._inner.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
 
@@ -135,26 +110,43 @@ class _AsyncStream(httpcore2.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class _AsyncBackend(httpcore2.AsyncNetworkBackend):
-    def __init__(self, connect: ConnectHook | None) -> None:
-        self._inner = httpcore2.AnyIOBackend()
+class _Connecting(_Wrapping[N]):
+    """What both network backends share: the ``connect`` hook, then the deadline.
+
+    ``connect_tcp``'s other arguments (``local_address``, ``socket_options``) go on to the
+    wrapped backend as httpcore gives them.
+    """
+
+    def __init__(self, inner: N, connect: ConnectHook | None) -> None:
+        super().__init__(inner)
         self._connect = connect
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        left = _connecting(self._connect, host, port, timeout)
-        stream = await self._inner.connect_tcp(host, port, left, local_address, socket_options)
-        return _AsyncStream(stream)
+    def _connect_timeout(self, host: str, port: int, timeout: float | None) -> float | None:
+        """Run the ``connect`` hook, then give the connect timeout cut to the time left."""
+        if self._connect is not None:
+            self._connect(host, port)
+        return _left(timeout, httpcore2.ConnectTimeout)
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+
+class _Backend(_Connecting[httpcore2.NetworkBackend], httpcore2.NetworkBackend):
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, *args: Any, **kwargs: Any
+    ) -> httpcore2.NetworkStream:
+        left = self._connect_timeout(host, port, timeout)
+        return _Stream(self._inner.connect_tcp(host, port, left, *args, **kwargs))
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
+        raise httpcore2.ConnectError("unix sockets are not used")
+
+
+class _AsyncBackend(_Connecting[httpcore2.AsyncNetworkBackend], httpcore2.AsyncNetworkBackend):
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, *args: Any, **kwargs: Any
     ) -> httpcore2.AsyncNetworkStream:
+        left = self._connect_timeout(host, port, timeout)
+        return _AsyncStream(await self._inner.connect_tcp(host, port, left, *args, **kwargs))
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
         raise httpcore2.ConnectError("unix sockets are not used")
 
     async def sleep(self, seconds: float) -> None:
@@ -175,7 +167,7 @@ class TransportOptions(TypedDict, total=False):
     connect: ConnectHook | None
 
 
-def _pool_options(options: TransportOptions, backend: type[Any]) -> dict[str, Any]:
+def _pool_options(options: TransportOptions, inner: Any, backend: type[Any]) -> dict[str, Any]:
     limits = options.get("limits") or httpx2.Limits()
     return {
         "ssl_context": httpx2.create_ssl_context(trust_env=False),
@@ -183,7 +175,7 @@ def _pool_options(options: TransportOptions, backend: type[Any]) -> dict[str, An
         "max_keepalive_connections": limits.max_keepalive_connections,
         "keepalive_expiry": limits.keepalive_expiry,
         "socket_options": options.get("socket_options"),
-        "network_backend": backend(options.get("connect")),
+        "network_backend": backend(inner, options.get("connect")),
     }
 
 
@@ -192,14 +184,18 @@ def transport(**options: Unpack[TransportOptions]) -> httpx2.HTTPTransport:
     result = httpx2.HTTPTransport(trust_env=False)
     # httpx2's transport takes no network backend, so its connection pool is replaced by one
     # that has ours (the pool is what the transport sends every request through).
-    result._pool = httpcore2.ConnectionPool(**_pool_options(options, _Backend))
+    result._pool = httpcore2.ConnectionPool(
+        **_pool_options(options, httpcore2.SyncBackend(), _Backend)
+    )
     return result
 
 
 def async_transport(**options: Unpack[TransportOptions]) -> httpx2.AsyncHTTPTransport:
     """Like :func:`transport`, for ``httpx2.AsyncClient``."""
     result = httpx2.AsyncHTTPTransport(trust_env=False)
-    result._pool = httpcore2.AsyncConnectionPool(**_pool_options(options, _AsyncBackend))
+    result._pool = httpcore2.AsyncConnectionPool(
+        **_pool_options(options, httpcore2.AnyIOBackend(), _AsyncBackend)
+    )
     return result
 
 

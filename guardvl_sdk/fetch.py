@@ -83,6 +83,12 @@ def _system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _host_header(host: str, port: int | None) -> str:
+    """The ``Host`` header of a request to ``host`` (ASCII), with the URL's explicit port."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port is None else f"{name}:{port}"
+
+
 class ImageFetcher:
     """Fetches images over http(s) with SSRF protection and size, time and type limits.
 
@@ -159,14 +165,18 @@ class ImageFetcher:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInputError(f"image URL must be http(s) with a host, got {url!r}")
-        host = parts.hostname
+        try:
+            # An internationalised name is resolved, sent (Host) and verified (SNI) as ASCII.
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError as exc:  # an empty or over-long label, a surrogate
+            raise InvalidInputError(f"cannot resolve image host {parts.hostname!r}: {exc}") from exc
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:  # a port out of 0-65535, or not a number
             raise InvalidInputError(f"image URL has an invalid port: {url!r}") from exc
         try:
             addresses = self.resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: an unencodable name
             raise InvalidInputError(f"cannot resolve image host {host!r}: {exc}") from exc
         if not addresses:
             raise InvalidInputError(f"cannot resolve image host {host!r}")
@@ -178,7 +188,7 @@ class ImageFetcher:
         return client.build_request(
             "GET",
             pinned,
-            headers={"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"},
+            headers={"Host": _host_header(host, parts.port), "Accept": "image/*"},
             extensions={"sni_hostname": host},
         )
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from guardvl_sdk import steps
 from guardvl_sdk.audit import AuditRecord, AuditSink
 from guardvl_sdk.backends.base import (
     DEFAULT_MAX_TIME,
@@ -25,38 +26,14 @@ from guardvl_sdk.backends.base import (
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message
-from guardvl_sdk.errors import (
-    ConfigurationError,
-    GuardVLError,
-    InvalidInputError,
-)
+from guardvl_sdk.errors import ConfigurationError, GuardVLError, InvalidInputError
 from guardvl_sdk.fetch import ImageFetcher
 from guardvl_sdk.hooks import GuardEvent, GuardSession
-from guardvl_sdk.inputs import (
-    DEFAULT_MAX_PIXELS,
-    ImageInput,
-    without_lone_surrogates,
-)
+from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, ImageInput, without_lone_surrogates
 from guardvl_sdk.inspection import ConversationMemory, Inspection, Unreadable
 from guardvl_sdk.policy import GUARDREASONER_VL, Policy
 from guardvl_sdk.redaction import redact
-from guardvl_sdk.steps import (
-    Check,
-    OnError,
-    Outcome,
-    Window,
-    agenerate,
-    as_check_input,
-    decide,
-    failure,
-    generate,
-    merge,
-    ms_since,
-    read_item,
-    text_windows,
-    triage,
-    window_verdict,
-)
+from guardvl_sdk.steps import Check, OnError, Outcome, Window
 from guardvl_sdk.telemetry import record_check
 from guardvl_sdk.verdict import Status, Verdict
 from guardvl_sdk.windows import combine_windows
@@ -454,15 +431,17 @@ class Guard:
         """
         checks = self._prepare_all(items, return_exceptions)
         pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
-        triaged = triage(self.backend, self.policy, pending, self.triage, self.batch_size)
+        triaged = steps.triage(self.backend, self.policy, pending, self.triage, self.batch_size)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
         outcomes: list[Outcome] = []
         for start in range(0, len(rest), self.batch_size):
             chunk = rest[start : start + self.batch_size]
             began = time.perf_counter()
-            results = generate(self.backend.generate, chunk)
-            outcomes += [Outcome(r, ms_since(began)) for r in results]
-        return self._finish_all(checks, merge(triaged, outcomes, len(pending)), return_exceptions)
+            results = steps.generate(self.backend.generate, chunk)
+            outcomes += [Outcome(r, steps.ms_since(began)) for r in results]
+        return self._finish_all(
+            checks, steps.merge(triaged, outcomes, len(pending)), return_exceptions
+        )
 
     async def acheck(
         self,
@@ -498,20 +477,22 @@ class Guard:
         pending = [w.prompt for c in _ready(checks) if c.verdict is None for w in c.windows]
         triaged: dict[int, Outcome] = {}
         if self.triage:
-            band, size = self.triage, self.batch_size
-            triaged = await asyncio.to_thread(triage, backend, self.policy, pending, band, size)
+            args = (backend, self.policy, pending, self.triage, self.batch_size)
+            triaged = await asyncio.to_thread(steps.triage, *args)
         rest = [p for i, p in enumerate(pending) if i not in triaged]
 
         async def run(chunk: list[Prompt]) -> list[Outcome]:
             began = time.perf_counter()
-            results = await agenerate(backend.agenerate, chunk)
-            return [Outcome(r, ms_since(began)) for r in results]
+            results = await steps.agenerate(backend.agenerate, chunk)
+            return [Outcome(r, steps.ms_since(began)) for r in results]
 
         step = self.batch_size
         chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         results = await asyncio.gather(*(run(chunk) for chunk in chunks))
         outcomes = [outcome for chunk in results for outcome in chunk]
-        return self._finish_all(checks, merge(triaged, outcomes, len(pending)), return_exceptions)
+        return self._finish_all(
+            checks, steps.merge(triaged, outcomes, len(pending)), return_exceptions
+        )
 
     def session(
         self,
@@ -548,7 +529,7 @@ class Guard:
         checks: list[Check | InvalidInputError] = []
         for index, item in enumerate(items):
             try:
-                checks.append(self._prepare(as_check_input(item, index)))
+                checks.append(self._prepare(steps.as_check_input(item, index)))
             except InvalidInputError as exc:
                 self._record_refusal(item, exc)  # a refusal is a decision: it is recorded
                 if return_exceptions:
@@ -579,7 +560,7 @@ class Guard:
 
     def _prepare(self, item: CheckInput) -> Check:
         began = time.perf_counter()
-        content = read_item(
+        content = steps.read_item(
             item,
             max_pixels=self.max_pixels,
             fetch=self._fetch,
@@ -602,10 +583,10 @@ class Guard:
             if hit is not None:
                 cached, seen = hit
                 content = content.recall(seen)
-                cached = cached.model_copy(update={"latency_ms": ms_since(began)})
+                cached = cached.model_copy(update={"latency_ms": steps.ms_since(began)})
                 return Check(content, [], key, verdict=self._receipted(content, cached))
         content = content.load()
-        pairs = text_windows(
+        pairs = steps.text_windows(
             content.text,
             content.response,
             max_text_chars=self.max_text_chars,
@@ -659,7 +640,7 @@ class Guard:
     def _finish(self, check: Check, outcomes: list[Outcome]) -> Verdict:
         model_id, threshold, on_error = self.model_id, self.threshold, self.on_error
         windows = [
-            window_verdict(
+            steps.window_verdict(
                 window,
                 outcome,
                 policy=self.policy,
@@ -670,7 +651,7 @@ class Guard:
             for window, outcome in zip(check.windows, outcomes, strict=True)
         ]
         combined = combine_windows(windows)
-        blocked = decide(combined.status, combined.harmful is True, self.on_error)
+        blocked = steps.decide(combined.status, combined.harmful is True, self.on_error)
         verdict = combined.model_copy(update={"blocked": blocked})
         if self.cache is not None and check.key is not None:
             # the guard's own verdict on this content, with what it saw of the images
@@ -678,7 +659,7 @@ class Guard:
         verdict = self._receipted(check.content, verdict)
         self._record(check, verdict)
         if verdict.status is not Status.OK and self.on_error == "raise":
-            raise failure(verdict, outcomes)
+            raise steps.failure(verdict, outcomes)
         return verdict
 
     def _record(self, check: Check, verdict: Verdict) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 from guardvl_sdk.errors import InvalidInputError
+from guardvl_sdk.image_headers import header_limits
 from guardvl_sdk.text import without_lone_surrogates
 
 if TYPE_CHECKING:
@@ -196,6 +197,13 @@ def load_image(
     budget = budget or ImageBudget()
     resolved = read_image(source, fetch=fetch)
     if isinstance(resolved, Image.Image):
+        if getattr(resolved, "tile", None) and resolved.format not in (*FORMATS, "MPO"):
+            # Opened but not yet decoded: decoding it here would run a decoder outside the
+            # allowlist (EPS runs Ghostscript) on what may be an uploaded file.
+            raise InvalidInputError(
+                f"a {resolved.format} image not yet loaded: its format is outside the formats "
+                f"read ({', '.join(FORMATS)}); load() it yourself or pass its bytes"
+            )
         image = _decode(resolved, None, budget)
     elif isinstance(resolved, bytes):
         try:
@@ -232,7 +240,8 @@ def read_image(
         return bytes(source)
     if isinstance(source, str) and source[:5].lower() == "data:":
         return _decode_data_url(source)
-    if isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https"):
+    # By its scheme alone: "http:cat.png" is a URL (refused by the fetcher), never a local file.
+    if isinstance(source, str) and source.split(":", 1)[0].lower() in ("http", "https"):
         if fetch is None:
             raise InvalidInputError(
                 "remote image URLs are not fetched unless you turn it on (Guard(fetch_images=True)"
@@ -307,6 +316,7 @@ def _open_bytes(data: bytes, budget: ImageBudget, max_pixels: int | None = None)
         raise InvalidInputError("image is empty (0 bytes)")
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidInputError(f"image is {len(data)} bytes, over the {MAX_IMAGE_BYTES} limit")
+    header_limits(data)  # Pillow walks a header in Python: bound that walk first
     try:
         # Lazy: reads the header only, and only of the allowed formats.
         image = Image.open(io.BytesIO(data), formats=FORMATS)

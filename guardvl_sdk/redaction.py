@@ -7,8 +7,10 @@ and header values a backend sends) and anything shaped like a credential.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
+from urllib.parse import quote
 
 __all__ = ["REDACTED", "redact"]
 
@@ -24,8 +26,25 @@ _SHAPES = re.compile(
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every given secret and every credential-shaped value replaced."""
+    """``text`` with every given secret, in the forms a server may echo it, and every
+    credential-shaped value replaced.
+
+    The forms: as given, percent-encoded, hex, and base64 (standard or URL-safe alphabet) at any
+    offset inside a longer base64 text, such as an echoed ``Basic`` or ``Bearer`` header.
+    """
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
+            for form in sorted(_forms(secret), key=len, reverse=True):
+                text = text.replace(form, REDACTED)
     return _SHAPES.sub(lambda m: (m.group(1) or m.group(2) or "") + REDACTED, text)
+
+
+def _forms(secret: str) -> set[str]:
+    raw = secret.encode("utf-8")
+    forms = {secret, quote(secret, safe=""), raw.hex(), raw.hex().upper()}
+    for shift in range(3):  # the base64 characters that depend on the secret's bytes alone
+        encoded = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+        core = encoded[-(-8 * shift // 6) : 8 * (shift + len(raw)) // 6]
+        if len(core) >= 6:
+            forms |= {core, core.replace("+", "-").replace("/", "_")}
+    return {form for form in forms if len(form) >= 4}

@@ -11,32 +11,51 @@ Extra ``guardvl-sdk[langchain]`` (``langchain>=1``). Around every step of the ag
 - **after each tool call**, the tool's result is judged as untrusted input before it is handed
   back to the model (an indirect prompt injection in a fetched page stops there).
 
-Each check is ``guard.check(messages=...)``: the conversation layout, the receipt and the
-incremental cost are the guard's (docs/middleware.md). A part already judged in the same
-conversation is not sent again, so the checks of a long agent run stay cheap.
+Each check is ``guard.check(messages=...)``, made through the middleware's
+:class:`~guardvl_sdk.hooks.Reporter` (it logs every verdict and calls ``on_verdict``): the
+conversation layout, the receipt and the incremental cost are the guard's (docs/middleware.md).
+A part already judged in the same conversation is not sent again, so the checks of a long agent
+run stay cheap.
+
+Streamed agents (``agent.stream(..., stream_mode="messages")``, ``astream_events``, any callback
+handler): the model call runs without the run's callbacks, as ``GuardedChatModel``'s inner model
+does, so no handler gets a token of an answer before it was judged; the checked answer (or the
+refusal that replaced it) reaches those streams whole, when the model step ends. The model call
+is therefore not a child run in traces.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 
-from guardvl_sdk.errors import ConfigurationError, GuardBlocked
+from guardvl_sdk.checks import CheckInput
+from guardvl_sdk.errors import GuardBlocked
 from guardvl_sdk.guard import Guard
-from guardvl_sdk.hooks import DEFAULT_REFUSAL, GuardEvent
-from guardvl_sdk.integrations.langchain import judged_answer, openai_chat
+from guardvl_sdk.hooks import (
+    DEFAULT_REFUSAL,
+    Flow,
+    GuardEvent,
+    HookOptions,
+    Reporter,
+    arun_flow,
+    run_flow,
+)
+from guardvl_sdk.integrations.langchain_messages import judged_answer, openai_chat
 from guardvl_sdk.verdict import Verdict
 
 __all__ = ["GuardMiddleware"]
 
-logger = logging.getLogger("guardvl_sdk")
-
 Stage = Literal["input", "output"]
+
+CheckInputs = Callable[[Sequence[CheckInput]], Any]
+"""The reporter's ``check_inputs``, or ``acheck_inputs`` (see :mod:`guardvl_sdk.hooks.flow`)."""
 
 
 class GuardMiddleware(AgentMiddleware):
@@ -63,14 +82,15 @@ class GuardMiddleware(AgentMiddleware):
         on_verdict: Callable[[GuardEvent], Any] | None = None,
         name: str = "agent",
     ) -> None:
-        if on_block not in ("raise", "refuse"):
-            raise ConfigurationError(f"on_block must be 'raise' or 'refuse', not {on_block!r}")
+        options = HookOptions(on_block=on_block, refusal=refusal, on_verdict=on_verdict)
+        options.accepting("raise", "refuse")
         super().__init__()
         self.guard = guard
         self.on_block = on_block
         self.refusal = refusal
         self.on_verdict = on_verdict
         self.label = name
+        self._reporter = Reporter(guard, name, on_verdict)
 
     # -- model calls --------------------------------------------------------------------------
 
@@ -80,18 +100,7 @@ class GuardMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> ModelResponse | AIMessage:
         """Judge the model's input, call it, then judge its answer and tool calls."""
-        history = _conversation(request.system_message, request.messages)
-        began = time.perf_counter()
-        verdict = self._observe(self.guard.check(messages=history), began)
-        if verdict.blocked:
-            return self._refused(verdict)
-        response = handler(request)
-        for answer in _answers(response):
-            began = time.perf_counter()
-            verdict = self.guard.check(messages=history, response=_openai(answer))
-            if self._observe(verdict, began).blocked:
-                return self._refused(verdict, answer)
-        return response
+        return run_flow(self._model_call(request, handler, self._reporter.check_inputs))
 
     async def awrap_model_call(
         self,
@@ -99,16 +108,19 @@ class GuardMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse | AIMessage:
         """Like :meth:`wrap_model_call`, without blocking the event loop."""
+        return await arun_flow(self._model_call(request, handler, self._reporter.acheck_inputs))
+
+    def _model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Any], check: CheckInputs
+    ) -> Flow[ModelResponse | AIMessage]:
         history = _conversation(request.system_message, request.messages)
-        began = time.perf_counter()
-        verdict = self._observe(await self.guard.acheck(messages=history), began)
+        (verdict,) = yield check([CheckInput(messages=history)])
         if verdict.blocked:
             return self._refused(verdict)
-        response = await handler(request)
+        response: ModelResponse | AIMessage = yield _unobserved(handler, request)
         for answer in _answers(response):
-            began = time.perf_counter()
-            verdict = await self.guard.acheck(messages=history, response=_openai(answer))
-            if self._observe(verdict, began).blocked:
+            (verdict,) = yield check([CheckInput(messages=history, response=judged_answer(answer))])
+            if verdict.blocked:
                 return self._refused(verdict, answer)
         return response
 
@@ -116,21 +128,20 @@ class GuardMiddleware(AgentMiddleware):
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Run the tool, then judge its result in the conversation before the model reads it."""
-        result = handler(request)
-        if not isinstance(result, ToolMessage):  # a Command: its messages reach the model later
-            return result
-        began = time.perf_counter()
-        verdict = self.guard.check(messages=_with_result(request, result))
-        return self._tool_result(self._observe(verdict, began), result)
+        return run_flow(self._tool_call(request, handler, self._reporter.check_inputs))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         """Like :meth:`wrap_tool_call`, without blocking the event loop."""
-        result = await handler(request)
-        if not isinstance(result, ToolMessage):
+        return await arun_flow(self._tool_call(request, handler, self._reporter.acheck_inputs))
+
+    def _tool_call(
+        self, request: Any, handler: Callable[[Any], Any], check: CheckInputs
+    ) -> Flow[Any]:
+        result = yield handler(request)
+        if not isinstance(result, ToolMessage):  # a Command: its messages reach the model later
             return result
-        began = time.perf_counter()
-        verdict = await self.guard.acheck(messages=_with_result(request, result))
-        return self._tool_result(self._observe(verdict, began), result)
+        (verdict,) = yield check([CheckInput(messages=_with_result(request, result))])
+        return self._tool_result(verdict, result)
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -151,27 +162,39 @@ class GuardMiddleware(AgentMiddleware):
             status="error",
         )
 
-    def _observe(self, verdict: Verdict, began: float) -> Verdict:
-        if self.on_verdict is not None:
-            event = GuardEvent(
-                self.label, verdict.stage, verdict, (time.perf_counter() - began) * 1000
-            )
-            try:
-                self.on_verdict(event)
-            except Exception:  # observing never changes a decision
-                logger.exception("on_verdict callback failed for %s", self.label)
-        return verdict
+
+def _unobserved(handler: Callable[[ModelRequest], Any], request: ModelRequest) -> Any:
+    """Call the model without the run's callbacks (an async handler: while it is awaited).
+
+    The model call reads its config from LangChain's context variable (LangGraph sets it for
+    the node). Without callbacks, no streaming handler (LangGraph's ``messages`` stream,
+    ``astream_events``, a UI's token handler) sees the answer before it was judged; the node's
+    output, judged by then, is what they get.
+    """
+    with _no_callbacks():
+        result = handler(request)
+    return _awaited_unobserved(result) if inspect.isawaitable(result) else result
+
+
+async def _awaited_unobserved(pending: Awaitable[Any]) -> Any:
+    with _no_callbacks():  # a coroutine reads the context when it runs, not when it was made
+        return await pending
+
+
+@contextmanager
+def _no_callbacks() -> Iterator[None]:
+    """The current run's config without its callbacks, inside the block."""
+    token = var_child_runnable_config.set({**ensure_config(), "callbacks": []})
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
 
 
 def _conversation(system: SystemMessage | None, messages: Sequence[BaseMessage]) -> list[Any]:
     """The model's input in OpenAI format, the system prompt first."""
     chat: list[Any] = openai_chat([*([system] if system else []), *messages])
     return chat
-
-
-def _openai(message: AIMessage) -> Any:
-    """An answer as the guard judges it: text, reasoning, tool calls (see ``answer_text``)."""
-    return judged_answer(message)
 
 
 def _answers(response: Any) -> list[AIMessage]:

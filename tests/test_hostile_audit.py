@@ -211,3 +211,35 @@ def test_an_input_refused_as_invalid_is_recorded(tmp_path: Path) -> None:
     refused = [r for r in records if r.status == "invalid_input"]
     assert len(refused) == 2 and all(r.blocked for r in refused)
     assert "not a readable image" in (refused[0].error or "")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devnull", "dangling", "directory"])
+def test_an_audit_path_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    # A FIFO took every record until its pipe filled, then hung every check; /dev/null (here
+    # through a symlink) took every record and kept none.
+    path = tmp_path / "audit.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "devnull":
+        path.symlink_to("/dev/null")
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "missing" / "audit.jsonl")
+    else:
+        path.mkdir()
+    began = time.monotonic()
+    with pytest.raises(AuditError):
+        JsonlAuditLog(path)
+    with pytest.raises(AuditError):
+        SqliteAuditLog(path)
+    assert time.monotonic() - began < 30  # nothing blocked on the FIFO
+
+
+def test_a_log_replaced_by_a_fifo_while_open_fails_the_check_closed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = JsonlAuditLog(path)
+    guard = Guard(ScriptedBackend(RESULT_SAFE_REQUEST), audit=log)
+    guard.check("first")
+    path.unlink()
+    os.mkfifo(path)  # the reopen after the "rotation" finds a FIFO
+    with pytest.raises(AuditError):
+        guard.check("second")

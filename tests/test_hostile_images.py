@@ -185,3 +185,141 @@ def test_non_finite_float_arrays_are_typed() -> None:
     array[63, 63, 2] = np.nan
     with pytest.raises(InvalidInputError, match="NaN"):
         load_image(array)
+
+
+# -- headers Pillow walks in Python, one structure at a time (bounded by image_headers) ---------
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def _tiff_with_strips(count: int) -> bytes:
+    """A 16x16 grayscale TIFF whose strip offsets and byte counts hold ``count`` values each."""
+    import struct
+
+    arrays = 8 + 2 + 12 * 9 + 4
+    pixels = arrays + 8 * count
+    tags = [(256, 16), (257, 16), (258, 8), (259, 1), (262, 1), (277, 1), (278, 1)]
+    entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in tags]
+    entries.insert(5, struct.pack("<HHII", 273, 4, count, arrays))
+    entries.append(struct.pack("<HHII", 279, 4, count, arrays + 4 * count))
+    head = b"II*\x00" + struct.pack("<IH", 8, len(entries)) + b"".join(entries) + b"\0" * 4
+    return head + struct.pack("<I", pixels) * count + struct.pack("<I", 16) * count + b"\x80" * 256
+
+
+def _header_bombs() -> dict[str, bytes]:
+    png = encode(Image.new("RGB", (8, 8), "red"))
+    jpeg = encode(Image.new("RGB", (8, 8), "red"), "JPEG")
+    app0 = 4 + int.from_bytes(jpeg[4:6], "big")  # junk after the first segment
+    gif = encode(Image.new("P", (8, 8)), "GIF")
+    screen = 13 + (3 * 2 ** ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    return {
+        # 2M such chunks took 9 s to open; 1M tEXt chunks 3.7 s; 8M empty comments 14 s.
+        "png empty chunks": png[:33] + _png_chunk(b"prVt", b"") * 200_000 + png[33:],
+        "png text chunks": png[:33] + _png_chunk(b"tEXt", b"k\0v") * 200_000 + png[33:],
+        "jpeg empty comments": jpeg[:2] + b"\xff\xfe\x00\x02" * 400_000 + jpeg[2:],
+        "jpeg empty app segments": jpeg[:2] + b"\xff\xe1\x00\x02" * 400_000 + jpeg[2:],
+        "jpeg junk bytes": jpeg[:app0] + b"\x00" * 2_000_000 + jpeg[app0:],  # a turn a byte
+        "jpeg fill bytes": jpeg[:2] + b"\xff" * 2_000_000 + jpeg[2:],
+        "gif comment blocks": gif[:screen] + b"\x21\xfe\x01a\x00" * 400_000 + gif[screen:],
+        "gif comment sub-blocks": gif[:screen]
+        + b"\x21\xfe"
+        + b"\x01a" * 400_000
+        + b"\0"
+        + gif[screen:],
+        # 4M strip offsets on a 16x16 image: over a minute and 1.3 GB in Pillow.
+        "tiff strip offsets": _tiff_with_strips(1_000_000),
+    }
+
+
+@pytest.mark.parametrize("name", list(_header_bombs()))
+def test_headers_with_too_many_structures_are_refused_before_pillow_walks_them(name: str) -> None:
+    data = _header_bombs()[name]
+    began = time.process_time()
+    with pytest.raises(InvalidInputError, match="header-parsing bound"):
+        load_image(data)
+    assert time.process_time() - began < 0.5, name  # Pillow would take seconds to minutes
+
+
+def test_ordinary_headers_pass_the_header_bound() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = Image.new("RGB", (40, 20), "green")
+    for data in (
+        encode(photo, "JPEG", exif=exif.tobytes(), icc_profile=b"\0" * 200_000, progressive=True),
+        encode(photo, "PNG", exif=exif.tobytes()),
+        encode(photo, "WEBP", exif=exif.tobytes()),
+        encode(photo, "TIFF", tiffinfo={278: 1}),  # a strip per row
+        encode(photo.convert("P"), "GIF", comment=b"c" * 100_000),
+    ):
+        assert load_image(data).size in ((20, 40), (40, 20))
+
+
+def test_multi_frame_formats_decode_their_first_frame_only() -> None:
+    first, rest = Image.new("RGB", (32, 32), (0, 0, 0)), Image.new("RGB", (32, 32), (255, 0, 0))
+    for fmt in ("PNG", "WEBP", "MPO", "GIF"):  # APNG, animated WebP, MPO (stereo JPEG), GIF
+        data = encode(first, fmt, save_all=True, append_images=[rest] * 100)
+        began = time.process_time()
+        assert load_image(data).getpixel((0, 0))[0] < 20, fmt
+        assert time.process_time() - began < 0.5, fmt
+
+
+def test_a_lazily_opened_image_outside_the_formats_is_refused_undecoded() -> None:
+    # The app opened an upload itself; decoding it here would run a decoder the allowlist keeps
+    # out (EPS would run Ghostscript). A PPM is the stand-in that needs no Ghostscript.
+    lazy = Image.open(io.BytesIO(encode(Image.new("RGB", (16, 16)), "PPM")))
+    with pytest.raises(InvalidInputError, match="outside the formats read"):
+        load_image(lazy)
+    lazy.load()
+    assert load_image(lazy).size == (16, 16)  # once the app decoded it, it is its pixels
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("CMYK", "TIFF"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+        ("I;16B", "TIFF"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+        ("1", "TIFF"),
+        ("LA", "PNG"),
+        ("PA", "TIFF"),
+        ("YCbCr", "TIFF"),
+        ("LAB", "TIFF"),
+        ("RGBX", "TIFF"),
+        ("P", "GIF"),
+        ("L", "WEBP"),
+    ],
+)
+def test_every_encoded_mode_loads_as_rgb(mode: str, fmt: str) -> None:
+    assert load_image(encode(Image.new(mode, (16, 16)), fmt)).mode == "RGB"
+
+
+def test_a_palette_with_per_entry_transparency_flattens_onto_white() -> None:
+    image = Image.new("P", (16, 16))
+    image.putpalette([255, 0, 0] * 256)
+    data = encode(image, "PNG", transparency=bytes(256))  # every entry fully transparent
+    assert load_image(data).getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.slow
+def test_large_images_in_wide_modes_load_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sources = [
+        encode(Image.new("CMYK", (7999, 8000)), "TIFF", compression="tiff_deflate"),
+        encode(
+            Image.new("L", (7999, 8000)), "TIFF", exif=exif.tobytes(), compression="tiff_deflate"
+        ),
+        encode(Image.new("1", (7999, 8000)), "TIFF", compression="group4"),  # 2 KB
+    ]
+    for data in sources:  # one at a time: together they are over the per-check budget
+        result = measure(tmp_path, [data])
+        assert isinstance(result["outcome"], list), result

@@ -7,18 +7,22 @@ the tests prove that no attempt reaches a forbidden address. The servers are rea
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import ipaddress
 import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from guardvl_sdk import Guard, GuardVLError, InvalidInputError, Status
+from guardvl_sdk import fetch as fetch_module
 from guardvl_sdk.backends.remote import RemoteBackend
 from guardvl_sdk.fetch import ImageFetcher, refusal
 
@@ -165,6 +169,19 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Location", "http://images.test:99999/cat.png")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif path.startswith("/redirect-to/"):
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.unquote(path[len("/redirect-to/") :]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path.startswith("/gzip-bomb"):
+            body = _GZIP_BOMB
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png" if "image" in path else "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif path.startswith("/echo-key"):
             body = json.dumps({"error": f"bad key, you sent {self.headers.get('Authorization')}"})
             self.send_response(401)
@@ -172,6 +189,9 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body.encode())
+
+
+_GZIP_BOMB = gzip.compress(b" " * 100_000_000, 9)  # 97 KB on the wire, 100 MB decoded
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +368,138 @@ def test_a_lone_surrogate_in_a_reply_still_serialises() -> None:
         verdict = guard.check("hello")
     assert "\ufffd" in verdict.raw
     assert json.loads(verdict.model_dump_json())["raw"] == verdict.raw
+
+
+# -- image sources a chat names, and hosts that cannot even be encoded -------------------------
+
+
+@pytest.mark.parametrize("url", ["http:cat.png", "https:cat.png", "HTTP:cat.png", "http:/cat.png"])
+def test_a_url_without_a_host_never_reads_a_local_file(
+    url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from guardvl_sdk.testing import ScriptedBackend
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    monkeypatch.chdir(str(tmp_path))
+    for name in ("http:cat.png", "https:cat.png", "HTTP:cat.png"):
+        Path(name).write_bytes(png.getvalue())  # a file whose name is the URL: never opened
+    Path("http:").mkdir()
+    Path("http:/cat.png").write_bytes(png.getvalue())
+    guard = Guard(ScriptedBackend(SAFE_TEXT), fetch_images=True)
+    part = {"type": "image_url", "image_url": {"url": url}}
+    with pytest.raises(InvalidInputError, match="http"):
+        guard.check(messages=[{"role": "user", "content": [part]}])
+    with pytest.raises(InvalidInputError):  # without fetching: refused as a URL, not read
+        Guard(ScriptedBackend(SAFE_TEXT)).check("look", image=url)
+
+
+def test_a_host_name_that_cannot_be_encoded_is_a_typed_error() -> None:
+    attempts = Attempts()
+    for host in ("a" + "b" * 300 + ".example", "x" * 64 + ".example", "\udcff.example"):
+        with pytest.raises(InvalidInputError, match="cannot resolve"):
+            ImageFetcher(connect=attempts)(f"http://{host}/x.png")
+    assert attempts.seen == []
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda key: key,
+        lambda key: base64.b64encode(f"Bearer {key}".encode()).decode(),
+        lambda key: base64.urlsafe_b64encode(f"Basic u:{key}".encode()).decode(),
+        lambda key: base64.b64encode(key.encode()).decode(),
+        lambda key: urllib.parse.quote(f"Bearer {key}"),
+        lambda key: key.encode().hex(),
+    ],
+)
+def test_an_echoed_key_is_redacted_in_every_encoding(echo: Callable[[str], str]) -> None:
+    from guardvl_sdk.redaction import redact
+
+    for key in ("sk-live-0123456789abcdef", "k3y-without-a-known-shape-42"):
+        text = f'{{"error": "you sent {echo(key)}"}}'
+        kept = redact(text, [key])
+        assert echo(key) not in kept and "REDACTED" in kept
+        assert key not in kept and key[4:-4] not in kept
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x.png",
+        "http://[::1]/x.png",
+        "http://0xa9.0xfe.0xa9.0xfe/x.png",  # 169.254.169.254 in hex
+        "http://2852039166/x.png",  # and as one number
+        "//[::1]:8080/x.png",  # scheme-relative (127.0.0.1 is the test server's, allowed)
+        "http://[::ffff:a9fe:a9fe]/x.png",
+        "http://user:pw@192.168.0.1:8080/x.png",
+    ],
+)
+def test_a_redirect_to_a_forbidden_host_is_never_connected_to(hostile: int, location: str) -> None:
+    attempts: list[tuple[str, int]] = []
+
+    def resolve(host: str, port: int) -> list[str]:  # the first hop is the loopback server
+        return ["127.0.0.1"] if host == "images.test" else fetch_module._system_resolver(host, port)
+
+    fetcher = ImageFetcher(
+        allow_networks=["127.0.0.1/32"],
+        resolver=resolve,
+        connect=lambda address, port: attempts.append((address, port)),
+        timeout=3,
+    )
+    target = urllib.parse.quote(location, safe="")
+    error = within(3.0, lambda: fetcher(f"http://images.test:{hostile}/redirect-to/{target}"))
+    assert "non-public" in str(error) or "cannot resolve" in str(error)
+    assert attempts == [("127.0.0.1", hostile)]  # the first hop only
+
+
+def test_a_redirect_to_a_name_that_is_not_ascii_is_a_typed_error(hostile: int) -> None:
+    target = urllib.parse.quote("http://\u00ff\u00fe.invalid/x.png", safe="")
+    within(3.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}/redirect-to/{target}"))
+
+
+def test_an_internationalised_host_is_resolved_and_sent_as_ascii() -> None:
+    resolved: list[str] = []
+    attempts = Attempts()
+
+    def resolve(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["93.184.216.34"]
+
+    with pytest.raises(InvalidInputError, match="recorded, not made"):
+        ImageFetcher(resolver=resolve, connect=attempts)("http://b\u00fccher.example/x.png")
+    assert resolved == ["xn--bcher-kva.example"]
+    assert attempts.seen == [("93.184.216.34", 80)]
+
+
+@pytest.mark.parametrize("route", ["/gzip-bomb-image", "/gzip-bomb"])
+def test_a_compressed_body_is_bounded_as_it_is_decoded(hostile: int, route: str) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if "image" in route:
+        error = within(5.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}{route}"))
+        assert "byte limit" in str(error)
+    else:
+        guard = remote(hostile, route, timeout=10, max_response_bytes=4_000_000)
+        verdict = guard.check("hello")
+        assert verdict.blocked and "answered too much" in (verdict.error or "")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 60
+
+
+def test_a_reply_with_several_choices_fails_closed() -> None:
+    from guardvl_sdk.testing import FakeChatServer, FakeReply
+
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        for i, text in enumerate([SAFE_TEXT, HARMFUL_TEXT])
+    ]
+    with FakeChatServer(FakeReply(body=json.dumps({"choices": choices}))) as server:
+        verdict = Guard.from_server(server.url, model="guard", max_retries=0).check("hello")
+    assert verdict.blocked and verdict.status is Status.ERROR

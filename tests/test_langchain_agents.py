@@ -124,3 +124,51 @@ async def test_the_async_agent_is_guarded_the_same_way() -> None:
     agent, calls, _ = weather_agent(GuardMiddleware(guard))
     state = await agent.ainvoke(ask())
     assert calls == ["Valencia"] and state["messages"][-1].content.startswith("It will be sunny")
+
+
+def harmful_answer_agent(on_block: str) -> Any:
+    """An agent whose model streams a harmful answer, word by word (the fake model's stream)."""
+    guard, _ = judging_guard()
+    answer = AIMessage(f"Sure, here is how to do it: {EVIL} first step, then the second step.")
+    model = ToolCallingModel(messages=iter([answer]))
+    return create_agent(model, tools=[], middleware=[GuardMiddleware(guard, on_block=on_block)])
+
+
+def streamed_text(items: list[Any]) -> str:
+    return " ".join(str(message.content) for message, _metadata in items)
+
+
+def test_a_messages_stream_releases_no_token_before_the_answer_is_judged() -> None:
+    agent = harmful_answer_agent("refuse")
+    items = list(agent.stream(ask(), stream_mode="messages"))
+    assert EVIL not in streamed_text(items) and "Sure" not in streamed_text(items)
+    assert "Sorry, I can't help with that." in streamed_text(items)
+
+    streamed: list[Any] = []
+    with pytest.raises(GuardBlocked):
+        for item in harmful_answer_agent("raise").stream(ask(), stream_mode="messages"):
+            streamed.append(item)
+    assert EVIL not in streamed_text(streamed) and "Sure" not in streamed_text(streamed)
+
+
+async def test_async_streams_release_no_token_before_the_answer_is_judged() -> None:
+    items = [
+        item async for item in harmful_answer_agent("refuse").astream(ask(), stream_mode="messages")
+    ]
+    assert EVIL not in streamed_text(items) and "Sure" not in streamed_text(items)
+    assert "Sorry, I can't help with that." in streamed_text(items)
+
+    events = [event async for event in harmful_answer_agent("refuse").astream_events(ask())]
+    assert EVIL not in str(
+        [event["data"] for event in events if event["event"] != "on_chain_start"]
+    )
+    final = [e for e in events if e["event"] == "on_chain_end" and e["name"] == "LangGraph"]
+    assert final[0]["data"]["output"]["messages"][-1].content == "Sorry, I can't help with that."
+
+
+def test_an_allowed_answer_still_reaches_a_messages_stream() -> None:
+    guard, _ = judging_guard()
+    model = ToolCallingModel(messages=iter([AIMessage("It will be sunny in Valencia.")]))
+    agent = create_agent(model, tools=[], middleware=[GuardMiddleware(guard)])
+    items = list(agent.stream(ask(), stream_mode="messages"))
+    assert [message.content for message, _ in items] == ["It will be sunny in Valencia."]

@@ -161,6 +161,8 @@ def read_completion(data: Any, *, score_label: str = "request") -> Generation:
         BackendError: The body is not a chat completion.
     """
     try:
+        if len(data["choices"]) != 1:  # one prompt, one answer: which of several would be it?
+            raise IndexError(f"{len(data['choices'])} choices, not one")
         choice = data["choices"][0]
         message = choice["message"]
         content = message.get("content") or ""

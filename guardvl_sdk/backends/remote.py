@@ -75,6 +75,8 @@ _JSON = {"Content-Type": "application/json"}
 _SLOW = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)
 # A kept-alive connection the server closed as the request went out.
 _DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
+_Exchange = tuple[httpx2.Response, bytes] | BackendConnectionError
+"""What one exchange with one server gives: its answer and body, or a connection failure."""
 
 
 class RemoteBackend:
@@ -303,20 +305,10 @@ class RemoteBackend:
         """One attempt: the servers in turn until one answers."""
         failure: BackendConnectionError | None = None
         for url in self.pool.order():
-            sent = self.stop_strings.body_for(url, body)
-            try:
-                response, content = self._send(client, url, sent)
-                if self.stop_strings.should_probe(url, sent, response.status_code):
-                    probe = self._resend(client, url, without_stop_strings(sent))
-                    response, content = self._probed(url, (response, content), probe)
-            except _SLOW as exc:
-                raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
-            except httpx2.TransportError as exc:
-                failure = self._unreachable(url, exc)
-                continue
-            except BodyTooLarge as exc:
-                raise BackendError(f"{url} answered too much: {exc}") from exc
-            return self._read(url, response, content, score_label)
+            answer = self._exchange(client, url, body)
+            if not isinstance(answer, BackendConnectionError):
+                return self._read(url, *answer, score_label)
+            failure = answer
         assert failure is not None
         raise failure
 
@@ -331,22 +323,49 @@ class RemoteBackend:
         failure: BackendConnectionError | None = None
         async with slots:
             for url in self.pool.order():
-                sent = self.stop_strings.body_for(url, body)
-                try:
-                    response, content = await self._asend(client, url, sent)
-                    if self.stop_strings.should_probe(url, sent, response.status_code):
-                        probe = await self._aresend(client, url, without_stop_strings(sent))
-                        response, content = self._probed(url, (response, content), probe)
-                except _SLOW as exc:
-                    raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
-                except httpx2.TransportError as exc:
-                    failure = self._unreachable(url, exc)
-                    continue
-                except BodyTooLarge as exc:
-                    raise BackendError(f"{url} answered too much: {exc}") from exc
-                return self._read(url, response, content, score_label)
+                answer = await self._aexchange(client, url, body)
+                if not isinstance(answer, BackendConnectionError):
+                    return self._read(url, *answer, score_label)
+                failure = answer
         assert failure is not None
         raise failure
+
+    def _exchange(self, client: httpx2.Client, url: str, body: bytes) -> _Exchange:
+        """``body`` to ``url`` (without stop strings if it refuses them): its answer, or the
+        connection failure that moves the attempt on to the next server."""
+        sent = self.stop_strings.body_for(url, body)
+        try:
+            answer = self._send(client, url, sent)
+            if self.stop_strings.should_probe(url, sent, answer[0].status_code):
+                probe = self._resend(client, url, without_stop_strings(sent))
+                answer = self._probed(url, answer, probe)
+        except (httpx2.TransportError, BodyTooLarge) as exc:
+            return self._failed(url, exc)
+        return answer
+
+    async def _aexchange(self, client: httpx2.AsyncClient, url: str, body: bytes) -> _Exchange:
+        """Like :meth:`_exchange`, async."""
+        sent = self.stop_strings.body_for(url, body)
+        try:
+            answer = await self._asend(client, url, sent)
+            if self.stop_strings.should_probe(url, sent, answer[0].status_code):
+                probe = await self._aresend(client, url, without_stop_strings(sent))
+                answer = self._probed(url, answer, probe)
+        except (httpx2.TransportError, BodyTooLarge) as exc:
+            return self._failed(url, exc)
+        return answer
+
+    def _failed(
+        self, url: str, exc: httpx2.TransportError | BodyTooLarge
+    ) -> BackendConnectionError:
+        """A failed exchange with ``url``: a server too slow (retried after a backoff) or an
+        answer too large (not retried) raise; a connection failure marks ``url`` down and is
+        returned, so that the same attempt moves on to the next server."""
+        if isinstance(exc, _SLOW):
+            raise BackendTimeoutError(f"{url} did not answer in time: {exc!r}") from exc
+        if isinstance(exc, BodyTooLarge):
+            raise BackendError(f"{url} answered too much: {exc}") from exc
+        return self._unreachable(url, exc)
 
     def _send(self, client: httpx2.Client, url: str, body: bytes) -> tuple[httpx2.Response, bytes]:
         """One request to ``url``, its whole answer within ``timeout``."""

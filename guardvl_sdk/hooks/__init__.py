@@ -11,7 +11,9 @@ the LangChain adapters are thin peers on:
   whole, every role, by :mod:`guardvl_sdk.conversation`);
 - :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
   one async driver;
-- :mod:`.signature`: reading a guarded function's signature.
+- :mod:`.signature`: reading a guarded function's signature;
+- :mod:`.flow`: one control flow for sync and async callers (a generator of the calls it waits
+  for, run by :func:`run_flow` or :func:`arun_flow`).
 
 One rule for empty answers, the same everywhere: when the output check is on, every answer is
 checked, an empty one (or one of tool calls only) too, as an empty response. The output check
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
+from guardvl_sdk.hooks.flow import Flow, arun_flow, run_flow
 from guardvl_sdk.hooks.messages import Request, RequestReader, read_messages
 from guardvl_sdk.hooks.options import (
     DEFAULT_REFUSAL,
@@ -51,6 +54,7 @@ __all__ = [
     "BlockedCall",
     "CheckMode",
     "Due",
+    "Flow",
     "Gates",
     "GuardEvent",
     "GuardSession",
@@ -64,7 +68,9 @@ __all__ = [
     "StreamGate",
     "StreamOptions",
     "aguard_stream",
+    "arun_flow",
     "guard_stream",
     "guarded",
     "read_messages",
+    "run_flow",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.server.app import ServerSettings, ServerState, create_app
@@ -98,16 +99,30 @@ def serve(
     settings = settings or ServerSettings()
     app = create_app(guard, settings)
     _configure_logging(log_level)
-    config = uvicorn.Config(
+    grace = int(settings.shutdown_grace) + 1
+    config = _uvicorn_config(app, host, port, log_level=log_level, timeout_graceful_shutdown=grace)
+    _DrainingServer(config, app.state.guardvl).run()
+
+
+def _uvicorn_config(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    log_level: str | None = None,
+    timeout_graceful_shutdown: int | None = None,
+) -> uvicorn.Config:
+    """uvicorn's config for either way of serving: no access log of its own (the app logs one
+    JSON line per request, without content) and no logging config (ours, or the caller's)."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         access_log=False,
         log_config=None,
         log_level=log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
-    _DrainingServer(config, app.state.guardvl).run()
 
 
 @contextlib.contextmanager
@@ -120,7 +135,7 @@ def serve_in_thread(
     (port 0: a free one), stopped (checks in flight finished) when the block exits.
     """
     app = create_app(guard, settings)
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None)
+    config = _uvicorn_config(app, host, port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="guardvl-serve", daemon=True)
     thread.start()
