@@ -7,22 +7,16 @@ check pipeline (cache, memory, audit); the pure steps of a check are :mod:`guard
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
 from guardvl_sdk import steps
 from guardvl_sdk.audit import AuditRecord, AuditSink
-from guardvl_sdk.backends.base import (
-    DEFAULT_MAX_TIME,
-    DEFAULT_TIMEOUT,
-    AsyncBackend,
-    Backend,
-    Prompt,
-)
+from guardvl_sdk.backends.base import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, AsyncBackend, Backend
+from guardvl_sdk.backends.options import RemoteOptions
 from guardvl_sdk.cache import VerdictCache
 from guardvl_sdk.checks import BatchItem, CheckInput
 from guardvl_sdk.conversation import Message
@@ -39,6 +33,7 @@ from guardvl_sdk.verdict import Status, Verdict
 from guardvl_sdk.windows import combine_windows
 
 if TYPE_CHECKING:
+    from guardvl_sdk.backends.base import Prompt
     from guardvl_sdk.config import GuardConfig
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
@@ -49,6 +44,32 @@ logger = logging.getLogger("guardvl_sdk")
 DEFAULT_MODEL = "yueliu1999/GuardReasoner-VL-Eco-3B"
 DEMO_MODEL = "demo"
 """The name that loads the offline demo guard (trained on first use, then cached)."""
+
+
+class GuardOptions(TypedDict, total=False):
+    """The keyword options of :class:`Guard` (documented there), for the factories that pass
+    them on (tests/test_factories.py holds the two to the same names)."""
+
+    policy: Policy | None
+    on_error: OnError
+    max_pixels: int | None
+    batch_size: int
+    audit: AuditSink | None
+    fetch_images: bool | Callable[[str], bytes]
+    cache: VerdictCache | None
+    max_text_chars: int
+    window_overlap: int
+    max_windows: int
+    threshold: float | None
+    triage: tuple[float, float] | None
+    conversation_memory: int
+    unreadable: Unreadable
+
+
+class ServerOptions(RemoteOptions, GuardOptions, total=False):
+    """What :meth:`Guard.from_server` takes besides ``base_url`` and ``model``: the remote
+    backend's options (:class:`~guardvl_sdk.backends.options.RemoteOptions`) and the guard's
+    (:class:`GuardOptions`)."""
 
 
 class Guard:
@@ -231,7 +252,7 @@ class Guard:
             from guardvl_sdk.training.demo import demo_guard_path
 
             model = demo_guard_path()
-        options = _guard_options(model_kwargs)
+        options = _take(model_kwargs, GuardOptions.__optional_keys__)
         backend = LocalBackend.load(
             model,
             quantization=quantization,
@@ -265,26 +286,7 @@ class Guard:
 
     @classmethod
     def from_server(
-        cls,
-        base_url: str | Sequence[str],
-        *,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        max_concurrency: int = 16,
-        max_retries: int = 2,
-        max_new_tokens: int = 4096,
-        logprobs: bool = True,
-        stop: bool = True,
-        extra_body: Mapping[str, Any] | None = None,
-        policy: Policy | None = None,
-        on_error: OnError = "block",
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        batch_size: int | None = None,
-        audit: AuditSink | None = None,
-        cache: VerdictCache | None = None,
-        threshold: float | None = None,
-        **options: Any,
+        cls, base_url: str | Sequence[str], *, model: str, **options: Unpack[ServerOptions]
     ) -> Guard:
         """Use a guard model served by an inference engine (vLLM, SGLang, TGI, transformers serve).
 
@@ -292,61 +294,42 @@ class Guard:
             base_url: The OpenAI API base, e.g. ``http://gpu-1:8000/v1``, or a list of replicas:
                 requests go round-robin to those that are up and fail over when one is down.
             model: The served model name.
-            api_key: Sent as a bearer token when given.
-            timeout: Seconds to wait for each answer.
-            max_concurrency: Most requests in flight at once (sync calls; per event loop).
-            max_retries: Retries of a request after a connection error, a timeout, HTTP 408,
-                409, 429 or 5xx, with exponential backoff and jitter, honouring ``Retry-After``.
-            max_new_tokens: Generation bound; an output that hits it is ``truncated``. 4096, as
-                in the authors' decoding; ``max_time`` bounds a runaway generation.
-            logprobs: Ask for token log probabilities, to fill ``Verdict.score``.
-            stop: Send ``</result>`` as a stop string (off for ``transformers serve``).
-            extra_body: Extra request fields for the server.
-            policy, on_error, max_pixels: See :class:`Guard`.
-            batch_size: Prompts per backend call in :meth:`check_batch`; default
-                ``max_concurrency``, so a batch keeps that many requests in flight.
-            audit, cache, threshold: See :class:`Guard`.
-            **options: Any other option of :class:`Guard` (``fetch_images``, ``triage``,
-                ``max_text_chars``, ``window_overlap``, ``max_windows``...).
+            **options: Any option of :class:`~guardvl_sdk.backends.remote.RemoteBackend` (how
+                the servers are asked; each documented there) and of :class:`Guard`. The
+                backend's: ``api_key`` (sent as a bearer token), ``timeout`` (seconds per
+                answer, default 30), ``max_concurrency`` (requests in flight, default 16),
+                ``max_retries`` (default 2: after a connection error, a timeout, HTTP 408, 409,
+                429 or 5xx, with exponential backoff and jitter, honouring ``Retry-After``),
+                ``max_new_tokens`` (default 4096, as in the authors' decoding; an output that
+                hits it is ``truncated``), ``logprobs`` (to fill ``Verdict.score``; default on),
+                ``stop`` (send ``</result>`` as a stop string; default on, found refused once
+                per server), ``extra_body``, ``headers``, ``cooldown``, ``image_format``,
+                ``max_response_bytes``. The guard's: ``policy``, ``on_error``, ``max_pixels``,
+                ``audit``, ``cache``, ``threshold``, ``fetch_images``, ``triage``,
+                ``max_text_chars``, ``window_overlap``, ``max_windows``, ``conversation_memory``,
+                ``unreadable``, and ``batch_size`` (prompts per backend call in
+                :meth:`check_batch`; default ``max_concurrency``, so a batch keeps that many
+                requests in flight).
 
         Raises:
-            ConfigurationError: An option :class:`Guard` does not have.
+            ConfigurationError: An option neither has, or a bad value.
 
-        See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries; for
-        its other options (extra headers, the cool-down of a server that is down) build one and
-        pass it to :class:`Guard`.
+        See :class:`~guardvl_sdk.backends.remote.RemoteBackend` for failures and retries.
         """
         from guardvl_sdk.backends.remote import RemoteBackend
 
-        forwarded = _guard_options(options)
-        if options:
+        given: dict[str, Any] = dict(options)
+        remote = _take(given, RemoteOptions.__optional_keys__)
+        guard = _take(given, GuardOptions.__optional_keys__)
+        if given:
+            names = RemoteOptions.__optional_keys__ | GuardOptions.__optional_keys__
             raise ConfigurationError(
-                f"Guard.from_server got unknown option(s) {sorted(options)}; Guard's options: "
-                f"{', '.join(sorted(_guard_option_names()))}"
+                f"Guard.from_server got unknown option(s) {sorted(given)}; its options: "
+                f"{', '.join(sorted(names))}"
             )
-        backend = RemoteBackend(
-            base_url,
-            model=model,
-            api_key=api_key,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            max_retries=max_retries,
-            max_new_tokens=max_new_tokens,
-            logprobs=logprobs,
-            stop=stop,
-            extra_body=extra_body,
-        )
-        return cls(
-            backend,
-            policy=policy,
-            on_error=on_error,
-            max_pixels=max_pixels,
-            batch_size=batch_size or max_concurrency,
-            audit=audit,
-            cache=cache,
-            threshold=threshold,
-            **forwarded,
-        )
+        backend = RemoteBackend(base_url, model=model, **remote)
+        batch_size = guard.pop("batch_size", None) or backend.max_concurrency
+        return cls(backend, batch_size=batch_size, **guard)
 
     @classmethod
     def from_config(cls, config: str | Path | GuardConfig) -> Guard:
@@ -682,13 +665,7 @@ def _ready(checks: list[Check | InvalidInputError]) -> list[Check]:
     return [check for check in checks if isinstance(check, Check)]
 
 
-def _guard_option_names() -> frozenset[str]:
-    """The keyword options of :class:`Guard` (its constructor is the one list of them)."""
-    parameters = inspect.signature(Guard.__init__).parameters.values()
-    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
-
-
-def _guard_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Take the :class:`Guard` options out of ``options`` (what a factory forwards to Guard)."""
-    names = _guard_option_names()
+def _take(options: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """Take the options named ``names`` out of ``options`` (what a factory passes on to one
+    of the parts it builds)."""
     return {name: options.pop(name) for name in list(options) if name in names}

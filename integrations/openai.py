@@ -36,7 +36,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from guardvl_sdk.extras import require
@@ -56,14 +55,13 @@ from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     CheckMode,
-    Due,
     GuardEvent,
     HookOptions,
     Reporter,
     Request,
-    StreamGate,
-    StreamOptions,
+    StreamedChoices,
     aguard_stream,
+    choice_answers,
     guard_stream,
     read_messages,
 )
@@ -79,23 +77,45 @@ __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai
 
 CONTENT_FILTER: Literal["content_filter"] = "content_filter"
 
-# Ways to generate that this wrapper does not guard: refused instead of passed through. The raw
-# request methods (post, request) and batches reach /chat/completions around the guard.
-_UNGUARDED_CLIENT = frozenset(
+# What passes through the wrapped client: an allowlist. Anything else (completions, realtime,
+# beta, batches, audio, images, conversations, the raw request methods post, put, patch, get,
+# request, with_raw_response, the private _client, new resources) is refused: each is a way to
+# generate, or to read stored answers, around the guard. `.unguarded` is the explicit way past.
+_PASSED_CLIENT = frozenset(
     {
-        "completions",
-        "realtime",
-        "beta",
-        "batches",
-        "post",
-        "request",
-        "with_raw_response",
-        "with_streaming_response",
+        # settings
+        "api_key",
+        "organization",
+        "project",
+        "base_url",
+        "websocket_base_url",
+        "webhook_secret",
+        "timeout",
+        "max_retries",
+        "default_headers",
+        "default_query",
+        "auth_headers",
+        "user_agent",
+        "platform_headers",
+        "is_closed",
+        "close",
+        # resources that do not generate
+        "models",
+        "embeddings",
+        "moderations",
+        "files",
+        "uploads",
+        "vector_stores",
+        "webhooks",
+        "fine_tuning",
     }
 )
-_UNGUARDED_COMPLETIONS = frozenset(
-    {"parse", "stream", "with_raw_response", "with_streaming_response"}
-)
+_PASSED_CHAT: frozenset[str] = (
+    frozenset()
+)  # chat.completions is guarded; chat.with_raw_response not
+# create is guarded; parse, stream, raw responses, and list / retrieve / messages / update (stored
+# answers, returned unchecked) are refused.
+_PASSED_COMPLETIONS = frozenset({"delete"})
 
 # THE ALLOWLIST: the create() arguments forwarded to the model. Each is either inspected by the
 # guard (messages; tools and tool calls are read with the conversation) or cannot carry content
@@ -142,8 +162,6 @@ _FORWARDED = frozenset(
         "extra_body",
     }
 )
-# Answer fields a reasoning model fills besides content: its thoughts are output too.
-_REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 T = TypeVar("T")
 
@@ -227,15 +245,17 @@ def guard_openai(
 
 
 class _Proxy:
-    """Passes attribute access through to the wrapped object, except names it refuses."""
+    """Passes attribute access through to the wrapped object for the names it allows only."""
 
-    _refused: frozenset[str] = frozenset()
+    _passed: frozenset[str] = frozenset()
 
     def __init__(self, wrapped: Any) -> None:
         self._wrapped = wrapped
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._refused:
+        if name not in self._passed:
+            if name.startswith("__"):  # copy, pickle and inspection probe for these
+                raise AttributeError(name)
             raise ConfigurationError(
                 f"{name} is not guarded by guard_openai: use chat.completions.create, or "
                 f".unguarded.{name} to call it without the guard on purpose"
@@ -254,7 +274,7 @@ class GuardedOpenAI(_Proxy):
         guard: The guard.
     """
 
-    _refused = _UNGUARDED_CLIENT
+    _passed = _PASSED_CLIENT
 
     def __init__(self, client: OpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
@@ -279,7 +299,7 @@ class GuardedOpenAI(_Proxy):
 class AsyncGuardedOpenAI(_Proxy):
     """An ``AsyncOpenAI`` client whose ``chat.completions.create`` is guarded."""
 
-    _refused = _UNGUARDED_CLIENT
+    _passed = _PASSED_CLIENT
 
     def __init__(self, client: AsyncOpenAI, guard: Guard, options: HookOptions) -> None:
         super().__init__(client)
@@ -304,6 +324,8 @@ class AsyncGuardedOpenAI(_Proxy):
 
 
 class _GuardedChat(_Proxy):
+    _passed = _PASSED_CHAT
+
     def __init__(self, chat: Any, completions: Any) -> None:
         super().__init__(chat)
         self.completions = completions
@@ -312,7 +334,7 @@ class _GuardedChat(_Proxy):
 class _Guarding(_Proxy):
     """What the sync and async ``completions`` share: reading, deciding, refusals."""
 
-    _refused = _UNGUARDED_COMPLETIONS
+    _passed = _PASSED_COMPLETIONS
 
     def __init__(self, completions: Any, guard: Guard, options: HookOptions) -> None:
         super().__init__(completions)
@@ -406,146 +428,13 @@ def _choices(kwargs: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def _reasoning(item: Any) -> str:
-    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``.
-
-    Every reasoning field present is read, not the first: a server may fill two differently.
-    """
-    extra = getattr(item, "model_extra", None) or {}
-    texts: list[str] = []
-    for name in _REASONING_FIELDS:
-        value = extra.get(name, getattr(item, name, None))
-        if isinstance(value, str) and value and value not in texts:
-            texts.append(value)
-    return "\n\n".join(texts)
-
-
-def _answer_text(message: Any) -> str:
-    """What the guard checks of one answer: its reasoning (thoughts are output too), its text."""
-    reasoning = _reasoning(message)
-    content = message.content or ""
-    return f"{reasoning}\n\n{content}" if reasoning else content
-
-
 def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
-    """The answer of each choice, by index: its text (with its reasoning), or with tool calls the
-    assistant message (the calls' names and arguments are judged as part of the answer)."""
-    answers: dict[int, str | dict[str, Any]] = {}
-    for choice in completion.choices:
-        text = _answer_text(choice.message)
-        calls = choice.message.tool_calls or []
-        if not calls:
-            answers[choice.index] = text
-            continue
-        answers[choice.index] = {
-            "role": "assistant",
-            "content": text,
-            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
-        }
-    return answers
+    """The answer of each choice, by index (the shared reader: :mod:`guardvl_sdk.hooks.answers`)."""
+    return choice_answers(completion.choices)
 
 
-@dataclass
-class _Choices:
-    """The choices of one streamed completion, each held back by its own stream gate.
-
-    The :class:`~guardvl_sdk.hooks.Gates` of an OpenAI stream: the stream drivers run it. A
-    choice's text (reasoning, content, refusal) is checked as it streams; its tool calls are
-    assembled from their deltas and judged whole with its text by the final check, and the chunks
-    from the first tool-call delta on are held until that check passed: a blocked call is never
-    delivered.
-    """
-
-    options: StreamOptions
-    streams: dict[int, StreamGate[ChatCompletionChunk]] = field(default_factory=dict)
-    calls: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # choice -> calls
-    tail: list[ChatCompletionChunk] = field(default_factory=list)  # usage chunks: at the end
-    id: str | None = None
-    model: str = ""
-    finished: set[int] = field(default_factory=set)  # choices whose finish_reason came
-
-    def add(self, chunk: ChatCompletionChunk) -> list[Due]:
-        """Hold a chunk; return the checks due now."""
-        self.id = self.id or chunk.id
-        self.model = chunk.model
-        if not chunk.choices:
-            self.tail.append(chunk)
-            return []
-        due: list[Due] = []
-        for choice in chunk.choices:  # one choice per chunk, as servers send them
-            part = (
-                chunk if len(chunk.choices) == 1 else chunk.model_copy(update={"choices": [choice]})
-            )
-            if choice.finish_reason is not None:
-                self.finished.add(choice.index)
-            delta = choice.delta
-            calls = self._add_calls(choice.index, delta)
-            added = _reasoning(delta) + (delta.content or "") + (delta.refusal or "")
-            checked = self._gate(choice.index).add(part, added, to_end=calls)
-            if checked is not None:
-                due.append(Due(choice.index, *checked))
-        return due
-
-    def release(self, key: int) -> list[ChatCompletionChunk]:
-        """The chunks of choice ``key`` a passed mid-stream check lets out."""
-        return self.streams[key].release()
-
-    def finish(self) -> list[Due]:
-        """The final checks: each choice's whole answer (an empty one too), unless checked.
-
-        A choice that made tool calls is judged as the assistant message: its text and calls.
-        """
-        if not self.streams:
-            self._gate(0)  # a stream with no choice at all is an empty answer, checked too
-        due = []
-        for index, stream in self.streams.items():
-            text = stream.finish()
-            if text is None:
-                continue
-            calls = self.calls.get(index)
-            if not calls:
-                due.append(Due(index, text))
-                continue
-            ordered = [calls[i] for i in sorted(calls)]
-            message = {"role": "assistant", "content": text, "tool_calls": ordered}
-            due.append(Due(index, message))
-        return due
-
-    def open(self, blocked: int) -> list[int]:
-        """The choices a block ends: the blocked one, and all whose end the caller has not had."""
-        return [
-            index
-            for index, stream in sorted(self.streams.items())
-            if index == blocked or index not in self.finished or stream.held
-        ]
-
-    def release_all(self) -> list[ChatCompletionChunk]:
-        """Every held chunk, after the final checks passed; usage chunks last."""
-        held = [chunk for stream in self.streams.values() for chunk in stream.release(final=True)]
-        return held + self.tail
-
-    def _gate(self, index: int) -> StreamGate[ChatCompletionChunk]:
-        return self.streams.setdefault(index, StreamGate(self.options))
-
-    def _add_calls(self, index: int, delta: ChoiceDelta) -> bool:
-        """Assemble the tool-call deltas of a choice (as openai's own accumulator does: the
-        pieces of each field concatenated); True when the delta carried any."""
-        pieces: list[tuple[int, str | None, str | None, Any]] = [
-            (call.index, call.id, call.type, call.function) for call in delta.tool_calls or []
-        ]
-        if delta.function_call is not None:  # the legacy single call
-            pieces.append((-1, None, "function", delta.function_call))
-        calls = self.calls.setdefault(index, {})
-        for at, id_, type_, function in pieces:
-            call = calls.setdefault(
-                at, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-            )
-            call["id"] = id_ or call["id"]
-            call["type"] = type_ or call["type"]
-            if function is not None:
-                call["function"]["name"] += function.name or ""
-                call["function"]["arguments"] += function.arguments or ""
-        return bool(pieces)
+_Choices = StreamedChoices
+"""The choices of one streamed completion behind their stream gates (the shared reader's)."""
 
 
 # -- sync -----------------------------------------------------------------------------------

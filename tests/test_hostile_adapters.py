@@ -117,3 +117,40 @@ def test_streamed_reasoning_content_is_judged_before_it_is_released() -> None:
         thoughts, text = streamed_reasoning(guard_openai(client, scripted()[0]))
     assert "".join(thoughts).split() == clean.reasoning.split()  # released whole, in order
     assert "".join(text).split() == ["Knead", "it."]
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        lambda g, body: g.chat.with_raw_response.completions.create(**body),  # was sent unguarded
+        lambda g, body: g.chat.with_streaming_response.completions.create(**body),  # was sent
+        lambda g, body: g.put("/chat/completions", body=body, cast_to=object),  # was sent
+        lambda g, body: g.patch("/chat/completions", body=body, cast_to=object),  # was sent
+        lambda g, body: g.get("/chat/completions/id1", cast_to=object),
+        lambda g, body: g._client.post("http://vlm.test/v1/chat/completions", json=body),  # sent
+        lambda g, body: g.chat.completions.retrieve("id1"),  # a stored answer, unchecked
+        lambda g, body: g.chat.completions.messages.list("id1"),
+        lambda g, body: g.with_options(timeout=5).put("/chat/completions", body=body),
+        lambda g, body: g.audio,
+        lambda g, body: g.images,
+        lambda g, body: g.conversations,
+        lambda g, body: g.evals,
+        lambda g, body: g.some_resource_added_in_a_later_openai,
+    ],
+)
+def test_every_other_way_through_the_client_is_refused_before_sending(attempt: Any) -> None:
+    upstream = Upstream(default_answer)
+    guarded = guard_openai(make_client(upstream), scripted()[0])
+    with pytest.raises(ConfigurationError, match="not guarded"):
+        attempt(guarded, {"model": "vlm", "messages": ask("give poison")})
+    assert upstream.requests == []
+
+
+def test_settings_and_resources_that_do_not_generate_pass_through() -> None:
+    import copy
+
+    client = make_client(Upstream(default_answer))
+    guarded = guard_openai(client, scripted()[0])
+    assert guarded.api_key == client.api_key and guarded.max_retries == client.max_retries
+    assert guarded.embeddings is not None and guarded.moderations is not None
+    assert copy.copy(guarded).unguarded is client  # dunder probes are attribute errors

@@ -10,6 +10,7 @@ instruction-prefix cache is :mod:`guardvl_sdk.backends.prefix_cache`; this modul
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -131,57 +132,21 @@ class LocalBackend:
             )
 
     @classmethod
-    def load(
-        cls,
-        model_id: str | Path,
-        *,
-        quantization: Quantization = "auto",
-        device: str | None = None,
-        dtype: str | Any | None = None,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        max_new_tokens: int = 4096,
-        max_time: float | None = DEFAULT_MAX_TIME,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        adapter: str | Path | None = None,
-        batch_window_ms: float | None = 5.0,
-        max_batch_size: int = 16,
-        prefix_cache: bool = True,
-        **model_kwargs: Any,
-    ) -> LocalBackend:
+    def load(cls, model_id: str | Path, **options: Any) -> LocalBackend:
         """Load a model with :func:`~guardvl_sdk.backends.loading.load_model` and serve it.
 
         Args:
-            model_id, quantization, device, dtype, revision, trust_remote_code, adapter,
-                **model_kwargs: How the model is loaded: see
+            model_id: A Hugging Face model id or a local directory.
+            **options: The options of :class:`LocalBackend` (``max_new_tokens``, ``max_time``,
+                ``timeout``, ``batch_window_ms``, ``max_batch_size``, ``prefix_cache``) go to
+                it; the rest say how the model is loaded (``quantization``, ``device``,
+                ``dtype``, ``revision``, ``trust_remote_code``, ``adapter`` and any option of
+                the model's ``from_pretrained``) and go to
                 :func:`~guardvl_sdk.backends.loading.load_model` (it raises its errors).
-            max_new_tokens: Generation bound.
-            max_time, timeout: Time bounds (see :class:`LocalBackend`).
-            batch_window_ms, max_batch_size: Dynamic batching (see :class:`LocalBackend`).
-            prefix_cache: Reuse the instruction prefix's key/value cache (see
-                :class:`LocalBackend`).
         """
-        model, processor, name = load_model(
-            model_id,
-            quantization=quantization,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            adapter=adapter,
-            **model_kwargs,
-        )
-        return cls(
-            model,
-            processor,
-            model_id=name,
-            max_new_tokens=max_new_tokens,
-            max_time=max_time,
-            timeout=timeout,
-            batch_window_ms=batch_window_ms,
-            max_batch_size=max_batch_size,
-            prefix_cache=prefix_cache,
-        )
+        serving = {name: options.pop(name) for name in list(options) if name in _SERVING}
+        model, processor, name = load_model(model_id, **options)
+        return cls(model, processor, model_id=name, **serving)
 
     @property
     def device(self) -> Any:
@@ -395,6 +360,14 @@ class LocalBackend:
             completion_tokens=completion_tokens,
             score=score,
         )
+
+
+_SERVING = frozenset(
+    p.name
+    for p in inspect.signature(LocalBackend.__init__).parameters.values()
+    if p.kind is p.KEYWORD_ONLY and p.name != "model_id"
+)
+"""The options of :class:`LocalBackend` itself (how it serves a loaded model)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ the LangChain adapters are thin peers on:
   goes through (it logs and calls ``on_verdict``);
 - :mod:`.messages`: reading the request out of text, images and chat messages (a chat is read
   whole, every role, by :mod:`guardvl_sdk.conversation`);
+- :mod:`.answers`: reading OpenAI-format answers (each choice of a completion or a stream, with
+  its reasoning and tool calls; an allowlist of answer fields), for the OpenAI and LiteLLM
+  adapters;
 - :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
   one async driver;
 - :mod:`.signature`: reading a guarded function's signature;
@@ -23,6 +26,7 @@ so an answer without text never lets a request pass unjudged.
 
 from __future__ import annotations
 
+from guardvl_sdk.hooks.answers import StreamedChoices, choice_answers
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
 from guardvl_sdk.hooks.flow import Flow, arun_flow, run_flow
@@ -67,8 +71,10 @@ __all__ = [
     "RequestReader",
     "StreamGate",
     "StreamOptions",
+    "StreamedChoices",
     "aguard_stream",
     "arun_flow",
+    "choice_answers",
     "guard_stream",
     "guarded",
     "read_messages",
