@@ -67,13 +67,14 @@ from guardvl_sdk.hooks import (
     guard_stream,
     read_messages,
 )
-from guardvl_sdk.integrations.openai_streams import (
+from guardvl_sdk.verdict import Verdict
+
+from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
     replay,
 )
-from guardvl_sdk.verdict import Verdict
 
 __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai"]
 
@@ -286,7 +287,7 @@ class GuardedOpenAI(_Proxy):
         self.guard = guard
         self._options = options
         self.chat = _GuardedChat(client.chat, Completions(client.chat.completions, guard, options))
-        from guardvl_sdk.integrations.openai_responses import Responses  # it builds on this module
+        from .openai_responses import Responses  # it builds on this module
 
         self.responses = Responses(client.responses, guard, options)
 
@@ -313,7 +314,7 @@ class AsyncGuardedOpenAI(_Proxy):
         self.chat = _GuardedChat(
             client.chat, AsyncCompletions(client.chat.completions, guard, options)
         )
-        from guardvl_sdk.integrations.openai_responses import AsyncResponses
+        from .openai_responses import AsyncResponses
 
         self.responses = AsyncResponses(client.responses, guard, options)
 

@@ -61,13 +61,14 @@ from guardvl_sdk.hooks import (
     guard_stream,
     read_messages,
 )
-from guardvl_sdk.integrations.openai_streams import (
+from guardvl_sdk.verdict import Verdict
+
+from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
     replay,
 )
-from guardvl_sdk.verdict import Verdict
 
 __all__ = ["FORWARDED", "AsyncResponses", "Responses"]
 
