@@ -16,9 +16,13 @@ Generic Guardrail API at it (docs/serving.md).
 
 Hooks: ``pre_call`` checks the whole conversation, ``messages``, every role and part, as
 ``guard.check(messages=...)`` does (a part the guard cannot read blocks the call); ``post_call``
-checks each choice's answer (text and tool calls) in the context of that conversation; the
-streaming hook holds the stream back until each choice's whole answer (reasoning, text and the
-tool calls its deltas assembled) is checked, so nothing unchecked reaches the user. A block raises
+checks each choice's answer in the context of that conversation; the streaming hook holds the
+stream back (the stream gate, buffered) until each choice's whole answer is checked, so nothing
+unchecked reaches the user. Answers are read by the OpenAI adapter's reader
+(:mod:`guardvl_sdk.hooks.answers`), with its allowlist: reasoning (``reasoning_content``,
+``reasoning``), text, refusal and tool calls are judged; an answer field it does not read
+(``thinking_blocks``, ``images``, ``audio``, ``provider_specific_fields``, ... when not empty)
+blocks. A block raises
 :class:`GuardrailBlocked`: both the SDK's :class:`~guardvl_sdk.errors.GuardBlocked` and LiteLLM's
 ``GuardrailRaisedException`` (the proxy answers it with HTTP 400). An input the guard cannot read
 blocks too. LiteLLM runs guardrails in its async path (``acompletion``, the proxy) only.
@@ -28,13 +32,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from litellm.exceptions import GuardrailRaisedException
 from litellm.integrations.custom_guardrail import CustomGuardrail
 
+from guardvl_sdk.checks import Due
 from guardvl_sdk.errors import GuardBlocked, InvalidInputError
 from guardvl_sdk.guard import Guard
+from guardvl_sdk.hooks import StreamedChoices, StreamOptions, aguard_stream, choice_answers
 from guardvl_sdk.verdict import Status, Verdict
 
 __all__ = ["GuardVLGuardrail", "GuardrailBlocked"]
@@ -85,32 +91,41 @@ class GuardVLGuardrail(CustomGuardrail):
         kwargs.setdefault("default_on", True)
         super().__init__(guardrail_name=guardrail_name, **kwargs)
 
-    async def _check(
-        self, messages: Any, *, response: dict[str, Any] | None = None, output: Any = None
-    ) -> Verdict:
+    async def _judge(self, messages: Any, response: Any = None) -> Verdict:
+        """The verdict on the conversation, or with ``response`` on that answer to it."""
         try:
-            verdict = await self.guard.acheck(messages=messages or [], response=response)
+            return await self.guard.acheck(messages=messages or [], response=response)
         except InvalidInputError as exc:  # what the guard cannot read does not pass
-            verdict = Verdict(status=Status.ERROR, error=str(exc), model=self.guard.model_id)
-        if verdict.blocked:
-            raise GuardrailBlocked(
-                verdict, guardrail_name=self.guardrail_name or "guardvl", blocked_output=output
-            )
-        return verdict
+            return self._unreadable(exc)
+
+    def _unreadable(self, exc: InvalidInputError) -> Verdict:
+        return Verdict(status=Status.ERROR, error=str(exc), model=self.guard.model_id)
+
+    def _blocked(self, verdict: Verdict, output: Any = None) -> NoReturn:
+        name = self.guardrail_name or "guardvl"
+        raise GuardrailBlocked(verdict, guardrail_name=name, blocked_output=output)
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
         """Check the conversation before it is sent; raise :class:`GuardrailBlocked` to stop it."""
-        await self._check(data.get("messages"))
+        verdict = await self._judge(data.get("messages"))
+        if verdict.blocked:
+            self._blocked(verdict)
         return data
 
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
-        """Check every choice's answer (text and tool calls) in the context of the request."""
-        for answer in _answers(response):
-            await self._check(data.get("messages"), response=answer, output=answer["content"])
+        """Check every choice's answer (reasoning, text, tool calls) in the request's context."""
+        try:
+            answers = choice_answers(getattr(response, "choices", None) or [])
+        except InvalidInputError as exc:
+            self._blocked(self._unreadable(exc))
+        for answer in answers.values():
+            verdict = await self._judge(data.get("messages"), answer)
+            if verdict.blocked:
+                self._blocked(verdict, answer if isinstance(answer, str) else answer["content"])
         return response
 
     async def async_post_call_streaming_iterator_hook(
@@ -121,58 +136,17 @@ class GuardVLGuardrail(CustomGuardrail):
         An answer is what its deltas assembled: reasoning, text, and every tool call's name and
         arguments (their pieces concatenated by call index).
         """
-        chunks = [chunk async for chunk in response]
-        for answer in _streamed_answers(chunks):
-            await self._check(request_data.get("messages"), response=answer, output=answer)
-        for chunk in chunks:
-            yield chunk
+        messages = request_data.get("messages")
 
+        async def check(due: Due, partial: bool) -> Verdict:
+            return await self._judge(messages, due.answer)
 
-def _answers(response: Any) -> list[dict[str, Any]]:
-    """Each choice as an assistant message: its text and tool calls, what the guard judges."""
-    answers = []
-    for choice in getattr(response, "choices", []) or []:
-        message = getattr(choice, "message", None)
-        answer: dict[str, Any] = {"role": "assistant", "content": getattr(message, "content", None)}
-        calls = getattr(message, "tool_calls", None) or []
-        if calls:
-            answer["tool_calls"] = [
-                {
-                    "type": "function",
-                    "function": {"name": c.function.name, "arguments": c.function.arguments},
-                }
-                for c in calls
-            ]
-        answers.append(answer)
-    return answers
+        def on_block(verdict: Verdict, key: int) -> NoReturn:
+            self._blocked(verdict, gates.streams[key].text)  # the withheld answer's text
 
-
-def _streamed_answers(chunks: list[Any]) -> list[dict[str, Any]]:
-    """Each choice of a stream as an assistant message, from its deltas (one, empty, if none)."""
-    texts: dict[int, dict[str, str]] = {}
-    calls: dict[int, dict[Any, dict[str, Any]]] = {}
-    for chunk in chunks:
-        for choice in getattr(chunk, "choices", None) or []:
-            index = getattr(choice, "index", 0) or 0
-            delta = getattr(choice, "delta", None)
-            text = texts.setdefault(index, {"reasoning": "", "content": ""})
-            text["reasoning"] += getattr(delta, "reasoning_content", None) or ""
-            text["content"] += getattr(delta, "content", None) or ""
-            for n, call in enumerate(getattr(delta, "tool_calls", None) or []):
-                at = call.index if getattr(call, "index", None) is not None else f"#{n}"
-                entry = calls.setdefault(index, {}).setdefault(
-                    at, {"type": "function", "function": {"name": "", "arguments": ""}}
-                )
-                function = getattr(call, "function", None)
-                entry["function"]["name"] += getattr(function, "name", None) or ""
-                entry["function"]["arguments"] += getattr(function, "arguments", None) or ""
-    answers = []
-    for index, text in sorted(texts.items()) or [(0, {"reasoning": "", "content": ""})]:
-        content = text["content"]
-        if text["reasoning"]:
-            content = f"{text['reasoning']}\n\n{content}"  # its thoughts are output too
-        answer: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls.get(index):
-            answer["tool_calls"] = list(calls[index].values())
-        answers.append(answer)
-    return answers
+        gates = StreamedChoices(StreamOptions(every=None, buffered=True))
+        try:
+            async for chunk in aguard_stream(response, gates, check, on_block):
+                yield chunk
+        except InvalidInputError as exc:  # a delta field the reader does not judge
+            self._blocked(self._unreadable(exc))

@@ -36,8 +36,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from guardvl_sdk.extras import require
 
@@ -54,18 +53,14 @@ except ImportError:  # say which extra to install, not where the import failed
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
-    DEFAULT_REFUSAL,
-    CheckMode,
-    Due,
-    GuardEvent,
+    HookArgs,
     HookOptions,
-    Reporter,
     Request,
-    StreamGate,
-    StreamOptions,
-    aguard_stream,
-    guard_stream,
+    StreamedChoices,
+    arun_flow,
+    choice_answers,
     read_messages,
+    run_flow,
 )
 from guardvl_sdk.verdict import Verdict
 
@@ -73,8 +68,13 @@ from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
-    replay,
 )
+
+if TYPE_CHECKING:
+    from typing import Self, Unpack
+
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
+from .openai_responses import AsyncResponses, Responses
 
 __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai"]
 
@@ -165,39 +165,21 @@ _FORWARDED = frozenset(
         "extra_body",
     }
 )
-# Answer fields a reasoning model fills besides content: its thoughts are output too.
-_REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 T = TypeVar("T")
+
+OnBlock = Literal["raise", "refuse"]
 
 
 @overload
 def guard_openai(
-    client: OpenAI,
-    guard: Guard,
-    *,
-    check: CheckMode = ...,
-    on_block: Literal["raise", "refuse"] = ...,
-    refusal: str = ...,
-    stream_every: int | None = ...,
-    stream_window: int | None = ...,
-    buffered: bool = ...,
-    on_verdict: Callable[[GuardEvent], Any] | None = ...,
+    client: OpenAI, guard: Guard, *, on_block: OnBlock = ..., **options: Unpack[HookArgs]
 ) -> GuardedOpenAI: ...
 
 
 @overload
 def guard_openai(
-    client: AsyncOpenAI,
-    guard: Guard,
-    *,
-    check: CheckMode = ...,
-    on_block: Literal["raise", "refuse"] = ...,
-    refusal: str = ...,
-    stream_every: int | None = ...,
-    stream_window: int | None = ...,
-    buffered: bool = ...,
-    on_verdict: Callable[[GuardEvent], Any] | None = ...,
+    client: AsyncOpenAI, guard: Guard, *, on_block: OnBlock = ..., **options: Unpack[HookArgs]
 ) -> AsyncGuardedOpenAI: ...
 
 
@@ -205,13 +187,8 @@ def guard_openai(
     client: OpenAI | AsyncOpenAI,
     guard: Guard,
     *,
-    check: CheckMode = "both",
-    on_block: Literal["raise", "refuse"] = "raise",
-    refusal: str = DEFAULT_REFUSAL,
-    stream_every: int | None = 500,
-    stream_window: int | None = None,
-    buffered: bool = False,
-    on_verdict: Callable[[GuardEvent], Any] | None = None,
+    on_block: OnBlock = "raise",
+    **options: Unpack[HookArgs],
 ) -> GuardedOpenAI | AsyncGuardedOpenAI:
     """Guard an ``openai`` client's chat completions; the client itself is left untouched.
 
@@ -222,7 +199,8 @@ def guard_openai(
         check: ``"both"`` (default), ``"input"`` or ``"output"``.
         on_block: ``"raise"`` (default) or ``"refuse"`` (see the module docstring).
         refusal: The content of a blocked choice under ``on_block="refuse"``.
-        stream_every: Check a streamed answer each time this many characters were added.
+        stream_every: Check a streamed answer each time this many characters were added
+            (default 500).
         stream_window: Characters of earlier context each mid-stream check includes (None: all).
         buffered: Release no streamed chunk before the whole answer has passed.
         on_verdict: Called with a :class:`~guardvl_sdk.hooks.GuardEvent` after every check.
@@ -230,19 +208,11 @@ def guard_openai(
     Returns:
         A :class:`GuardedOpenAI` (or :class:`AsyncGuardedOpenAI`) with the client's call paths.
     """
-    options = HookOptions.of(
-        check=check,
-        on_block=on_block,
-        refusal=refusal,
-        stream_every=stream_every,
-        stream_window=stream_window,
-        buffered=buffered,
-        on_verdict=on_verdict,
-    ).accepting("raise", "refuse")
+    settings = HookOptions.of(on_block=on_block, **options).accepting("raise", "refuse")
     if isinstance(client, AsyncOpenAI):
-        return AsyncGuardedOpenAI(client, guard, options)
+        return AsyncGuardedOpenAI(client, guard, settings)
     if isinstance(client, OpenAI):
-        return GuardedOpenAI(client, guard, options)
+        return GuardedOpenAI(client, guard, settings)
     raise ConfigurationError(f"guard_openai needs an OpenAI or AsyncOpenAI client, not {client!r}")
 
 
@@ -268,7 +238,37 @@ class _Proxy:
         return getattr(self._wrapped, name)
 
 
-class GuardedOpenAI(_Proxy):
+class _GuardedClient(_Proxy):
+    """What both guarded clients share: the guarded call paths, ``with_options``, ``repr``."""
+
+    _passed = _PASSED_CLIENT
+
+    def __init__(
+        self,
+        client: OpenAI | AsyncOpenAI,
+        guard: Guard,
+        options: HookOptions,
+        paths: tuple[type[_Guarding], type[GuardedCreate[Any, Any]]],
+    ) -> None:
+        super().__init__(client)
+        self.unguarded = client
+        self.guard = guard
+        self._options = options
+        completions, responses = paths
+        self.chat = _GuardedChat(client.chat, completions(client.chat.completions, guard, options))
+        self.responses = responses(client.responses, guard, options)
+
+    def with_options(self, **kwargs: Any) -> Self:
+        """The client's ``with_options(...)``, guarded the same way."""
+        return type(self)(self.unguarded.with_options(**kwargs), self.guard, self._options)  # type: ignore[call-arg]
+
+    copy = with_options
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.unguarded!r}, guard={self.guard!r})"
+
+
+class GuardedOpenAI(_GuardedClient):
     """An ``OpenAI`` client whose ``chat.completions.create`` is guarded (see :func:`guard_openai`).
 
     Attributes:
@@ -279,53 +279,15 @@ class GuardedOpenAI(_Proxy):
         guard: The guard.
     """
 
-    _passed = _PASSED_CLIENT
-
     def __init__(self, client: OpenAI, guard: Guard, options: HookOptions) -> None:
-        super().__init__(client)
-        self.unguarded = client
-        self.guard = guard
-        self._options = options
-        self.chat = _GuardedChat(client.chat, Completions(client.chat.completions, guard, options))
-        from .openai_responses import Responses  # it builds on this module
-
-        self.responses = Responses(client.responses, guard, options)
-
-    def with_options(self, **kwargs: Any) -> GuardedOpenAI:
-        """The client's ``with_options(...)``, guarded the same way."""
-        return GuardedOpenAI(self.unguarded.with_options(**kwargs), self.guard, self._options)
-
-    copy = with_options
-
-    def __repr__(self) -> str:
-        return f"GuardedOpenAI({self.unguarded!r}, guard={self.guard!r})"
+        super().__init__(client, guard, options, (Completions, Responses))
 
 
-class AsyncGuardedOpenAI(_Proxy):
+class AsyncGuardedOpenAI(_GuardedClient):
     """An ``AsyncOpenAI`` client whose ``chat.completions.create`` is guarded."""
 
-    _passed = _PASSED_CLIENT
-
     def __init__(self, client: AsyncOpenAI, guard: Guard, options: HookOptions) -> None:
-        super().__init__(client)
-        self.unguarded = client
-        self.guard = guard
-        self._options = options
-        self.chat = _GuardedChat(
-            client.chat, AsyncCompletions(client.chat.completions, guard, options)
-        )
-        from .openai_responses import AsyncResponses
-
-        self.responses = AsyncResponses(client.responses, guard, options)
-
-    def with_options(self, **kwargs: Any) -> AsyncGuardedOpenAI:
-        """The client's ``with_options(...)``, guarded the same way."""
-        return AsyncGuardedOpenAI(self.unguarded.with_options(**kwargs), self.guard, self._options)
-
-    copy = with_options
-
-    def __repr__(self) -> str:
-        return f"AsyncGuardedOpenAI({self.unguarded!r}, guard={self.guard!r})"
+        super().__init__(client, guard, options, (AsyncCompletions, AsyncResponses))
 
 
 class _GuardedChat(_Proxy):
@@ -336,15 +298,11 @@ class _GuardedChat(_Proxy):
         self.completions = completions
 
 
-class _Guarding(_Proxy):
-    """What the sync and async ``completions`` share: reading, deciding, refusals."""
+class _Guarding(GuardedCreate[ChatCompletion, ChatCompletionChunk], _Proxy):
+    """What the sync and async ``completions`` share: the flow, reading, deciding, refusals."""
 
+    what = "chat.completions.create"
     _passed = _PASSED_COMPLETIONS
-
-    def __init__(self, completions: Any, guard: Guard, options: HookOptions) -> None:
-        super().__init__(completions)
-        self._options = options
-        self._reporter = Reporter(guard, "chat.completions.create", options.on_verdict)
 
     def _start(self, kwargs: dict[str, Any]) -> Request:
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
@@ -356,7 +314,7 @@ class _Guarding(_Proxy):
         messages = kwargs["messages"] = list(kwargs["messages"])
         return read_messages(messages)
 
-    def _refusal_completion(self, kwargs: dict[str, Any]) -> ChatCompletion:
+    def _refusal(self, kwargs: dict[str, Any]) -> ChatCompletion:
         """The answer to a blocked request under ``on_block="refuse"``: one choice per ``n``."""
         return ChatCompletion(
             id=f"guardvl-{uuid.uuid4().hex}",
@@ -365,6 +323,10 @@ class _Guarding(_Proxy):
             model=str(kwargs.get("model", "")),
             choices=[self._refused_choice(index) for index in range(_choices(kwargs))],
         )
+
+    def _refusal_stream(self, kwargs: dict[str, Any]) -> list[ChatCompletionChunk]:
+        model = str(kwargs.get("model", ""))
+        return [self._refusal_chunk(index, model) for index in range(_choices(kwargs))]
 
     def _refused_choice(self, index: int) -> Choice:
         message = ChatCompletionMessage(role="assistant", content=self._options.refusal)
@@ -385,47 +347,37 @@ class _Guarding(_Proxy):
             ],
         )
 
-    def _input_blocked(self, verdict: Verdict) -> None:
-        if self._options.on_block == "raise":
-            raise GuardBlocked(verdict)
+    def _answers(self, result: ChatCompletion) -> dict[int, str | dict[str, Any]]:
+        return _answers(result)
 
-    def _decide_completion(
-        self, completion: ChatCompletion, verdicts: dict[int, Verdict]
-    ) -> ChatCompletion:
+    def _decided(self, result: ChatCompletion, verdicts: dict[int, Verdict]) -> ChatCompletion:
         """The completion with blocked choices refused, or ``GuardBlocked``."""
         blocked = {index: v for index, v in verdicts.items() if v.blocked}
         if not blocked:
-            return completion
+            return result
         if self._options.on_block == "raise":
-            raise GuardBlocked(next(iter(blocked.values())), blocked_output=completion)
+            raise GuardBlocked(next(iter(blocked.values())), blocked_output=result)
         choices = [
             self._refused_choice(choice.index) if choice.index in blocked else choice
-            for choice in completion.choices
+            for choice in result.choices
         ]
-        return completion.model_copy(update={"choices": choices})
+        return result.model_copy(update={"choices": choices})
 
-    def _stream_blocked(
-        self, choices: _Choices
-    ) -> Callable[[Verdict, int], list[ChatCompletionChunk]]:
-        """The stream driver's ``on_block``: raise, or the refusal chunks that end the stream.
+    def _stream_gates(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[StreamedChoices, Callable[[Verdict, int], list[ChatCompletionChunk]]]:
+        """The stream's gates, and its ``on_block``: raise, or the refusal chunks that end it.
 
         The upstream stream stops, so every choice still open ends with the refusal.
         """
+        choices = StreamedChoices(self._options.stream)
 
         def on_block(verdict: Verdict, index: int) -> list[ChatCompletionChunk]:
             if self._options.on_block == "raise":
                 raise GuardBlocked(verdict, blocked_output=choices.streams[index].text)
             return [self._refusal_chunk(i, choices.model, choices.id) for i in choices.open(index)]
 
-        return on_block
-
-    def _decided(
-        self,
-        completion: ChatCompletion,
-        answers: dict[int, str | dict[str, Any]],
-        verdicts: list[Verdict],
-    ) -> ChatCompletion:
-        return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
+        return choices, on_block
 
 
 def _choices(kwargs: dict[str, Any]) -> int:
@@ -433,146 +385,9 @@ def _choices(kwargs: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def _reasoning(item: Any) -> str:
-    """A message's or delta's reasoning text (``reasoning_content`` and the like), or ``""``.
-
-    Every reasoning field present is read, not the first: a server may fill two differently.
-    """
-    extra = getattr(item, "model_extra", None) or {}
-    texts: list[str] = []
-    for name in _REASONING_FIELDS:
-        value = extra.get(name, getattr(item, name, None))
-        if isinstance(value, str) and value and value not in texts:
-            texts.append(value)
-    return "\n\n".join(texts)
-
-
-def _answer_text(message: Any) -> str:
-    """What the guard checks of one answer: its reasoning (thoughts are output too), its text."""
-    reasoning = _reasoning(message)
-    content = message.content or ""
-    return f"{reasoning}\n\n{content}" if reasoning else content
-
-
 def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
-    """The answer of each choice, by index: its text (with its reasoning), or with tool calls the
-    assistant message (the calls' names and arguments are judged as part of the answer)."""
-    answers: dict[int, str | dict[str, Any]] = {}
-    for choice in completion.choices:
-        text = _answer_text(choice.message)
-        calls = choice.message.tool_calls or []
-        if not calls:
-            answers[choice.index] = text
-            continue
-        answers[choice.index] = {
-            "role": "assistant",
-            "content": text,
-            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
-        }
-    return answers
-
-
-@dataclass
-class _Choices:
-    """The choices of one streamed completion, each held back by its own stream gate.
-
-    The :class:`~guardvl_sdk.hooks.Gates` of an OpenAI stream: the stream drivers run it. A
-    choice's text (reasoning, content, refusal) is checked as it streams; its tool calls are
-    assembled from their deltas and judged whole with its text by the final check, and the chunks
-    from the first tool-call delta on are held until that check passed: a blocked call is never
-    delivered.
-    """
-
-    options: StreamOptions
-    streams: dict[int, StreamGate[ChatCompletionChunk]] = field(default_factory=dict)
-    calls: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # choice -> calls
-    tail: list[ChatCompletionChunk] = field(default_factory=list)  # usage chunks: at the end
-    id: str | None = None
-    model: str = ""
-    finished: set[int] = field(default_factory=set)  # choices whose finish_reason came
-
-    def add(self, chunk: ChatCompletionChunk) -> list[Due]:
-        """Hold a chunk; return the checks due now."""
-        self.id = self.id or chunk.id
-        self.model = chunk.model
-        if not chunk.choices:
-            self.tail.append(chunk)
-            return []
-        due: list[Due] = []
-        for choice in chunk.choices:  # one choice per chunk, as servers send them
-            part = (
-                chunk if len(chunk.choices) == 1 else chunk.model_copy(update={"choices": [choice]})
-            )
-            if choice.finish_reason is not None:
-                self.finished.add(choice.index)
-            delta = choice.delta
-            calls = self._add_calls(choice.index, delta)
-            added = _reasoning(delta) + (delta.content or "") + (delta.refusal or "")
-            checked = self._gate(choice.index).add(part, added, to_end=calls)
-            if checked is not None:
-                due.append(Due(choice.index, *checked))
-        return due
-
-    def release(self, key: int) -> list[ChatCompletionChunk]:
-        """The chunks of choice ``key`` a passed mid-stream check lets out."""
-        return self.streams[key].release()
-
-    def finish(self) -> list[Due]:
-        """The final checks: each choice's whole answer (an empty one too), unless checked.
-
-        A choice that made tool calls is judged as the assistant message: its text and calls.
-        """
-        if not self.streams:
-            self._gate(0)  # a stream with no choice at all is an empty answer, checked too
-        due = []
-        for index, stream in self.streams.items():
-            text = stream.finish()
-            if text is None:
-                continue
-            calls = self.calls.get(index)
-            if not calls:
-                due.append(Due(index, text))
-                continue
-            ordered = [calls[i] for i in sorted(calls)]
-            message = {"role": "assistant", "content": text, "tool_calls": ordered}
-            due.append(Due(index, message))
-        return due
-
-    def open(self, blocked: int) -> list[int]:
-        """The choices a block ends: the blocked one, and all whose end the caller has not had."""
-        return [
-            index
-            for index, stream in sorted(self.streams.items())
-            if index == blocked or index not in self.finished or stream.held
-        ]
-
-    def release_all(self) -> list[ChatCompletionChunk]:
-        """Every held chunk, after the final checks passed; usage chunks last."""
-        held = [chunk for stream in self.streams.values() for chunk in stream.release(final=True)]
-        return held + self.tail
-
-    def _gate(self, index: int) -> StreamGate[ChatCompletionChunk]:
-        return self.streams.setdefault(index, StreamGate(self.options))
-
-    def _add_calls(self, index: int, delta: ChoiceDelta) -> bool:
-        """Assemble the tool-call deltas of a choice (as openai's own accumulator does: the
-        pieces of each field concatenated); True when the delta carried any."""
-        pieces: list[tuple[int, str | None, str | None, Any]] = [
-            (call.index, call.id, call.type, call.function) for call in delta.tool_calls or []
-        ]
-        if delta.function_call is not None:  # the legacy single call
-            pieces.append((-1, None, "function", delta.function_call))
-        calls = self.calls.setdefault(index, {})
-        for at, id_, type_, function in pieces:
-            call = calls.setdefault(
-                at, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-            )
-            call["id"] = id_ or call["id"]
-            call["type"] = type_ or call["type"]
-            if function is not None:
-                call["function"]["name"] += function.name or ""
-                call["function"]["arguments"] += function.arguments or ""
-        return bool(pieces)
+    """The answer of each choice, by index (the shared reader: :mod:`guardvl_sdk.hooks.answers`)."""
+    return choice_answers(completion.choices)
 
 
 # -- sync -----------------------------------------------------------------------------------
@@ -599,33 +414,7 @@ class Completions(_Guarding):
             GuardBlocked: A blocked request or answer, under ``on_block="raise"``.
             InvalidInputError: Content the guard cannot read (audio parts, unfetched URLs).
         """
-        request = self._start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        if self._options.checks_input:
-            verdict = self._reporter.check(request)
-            if verdict.blocked:
-                self._input_blocked(verdict)
-                if stream:
-                    model = str(kwargs.get("model", ""))
-                    chunks = [self._refusal_chunk(i, model) for i in range(_choices(kwargs))]
-                    return GuardedStream(iter(chunks))
-                return self._refusal_completion(kwargs)
-        result = self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return GuardedStream(iter(result), result) if stream else result
-        if stream:
-            choices = _Choices(self._options.stream)
-            guarded = guard_stream(
-                result,
-                choices,
-                lambda due, partial: self._reporter.check_due(request, due, partial),
-                self._stream_blocked(choices),
-                close=result.close,  # stops the server's generation when blocked or abandoned
-            )
-            return GuardedStream(guarded, result)
-        answers = _answers(result)  # n > 1: every choice, in one guard batch
-        verdicts = self._reporter.check_answers(request, list(answers.values()))
-        return self._decided(result, answers, verdicts)
+        return run_flow(self._flow(kwargs, GuardedStream))
 
 
 # -- async ----------------------------------------------------------------------------------
@@ -648,30 +437,4 @@ class AsyncCompletions(_Guarding):
         self, **kwargs: Any
     ) -> ChatCompletion | AsyncGuardedStream[ChatCompletionChunk]:
         """Like :meth:`Completions.create`, without blocking the event loop."""
-        request = self._start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        if self._options.checks_input:
-            verdict = await self._reporter.acheck(request)
-            if verdict.blocked:
-                self._input_blocked(verdict)
-                if stream:
-                    model = str(kwargs.get("model", ""))
-                    chunks = [self._refusal_chunk(i, model) for i in range(_choices(kwargs))]
-                    return AsyncGuardedStream(replay(chunks))
-                return self._refusal_completion(kwargs)
-        result = await self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return AsyncGuardedStream(result.__aiter__(), result) if stream else result
-        if stream:
-            choices = _Choices(self._options.stream)
-            guarded = aguard_stream(
-                result,
-                choices,
-                lambda due, partial: self._reporter.acheck_due(request, due, partial),
-                self._stream_blocked(choices),
-                close=result.close,
-            )
-            return AsyncGuardedStream(guarded, result)
-        answers = _answers(result)
-        verdicts = await self._reporter.acheck_answers(request, list(answers.values()))
-        return self._decided(result, answers, verdicts)
+        return await arun_flow(self._flow(kwargs, AsyncGuardedStream))

@@ -12,7 +12,12 @@ releases its text deltas as mid-stream checks pass (``stream_every``, ``stream_w
 ``buffered``), and holds every event from a function call's first event on until the final check
 has judged the whole answer: a blocked call is never delivered.
 
-Allowlists, as for chat completions: a ``create()`` argument outside :data:`FORWARDED` is refused
+Allowlists, as for chat completions: an output item (or content part) field outside
+:data:`OUTPUT_FIELDS` that holds anything, a pydantic extra field included, is
+:class:`~guardvl_sdk.errors.InvalidInputError` and the answer is withheld (it would reach the
+caller unjudged); so is an extra field of a text delta event but its ``obfuscation`` padding. A
+``create()``
+argument outside :data:`FORWARDED` is refused
 (``previous_response_id`` / ``conversation`` / ``prompt`` bring in context the guard never saw,
 ``background`` an answer it would never judge, ``include`` output it does not read), so is any
 tool but a function tool (a hosted tool fetches content the guard does not see), and so is a
@@ -47,19 +52,22 @@ from openai.types.responses import (
 )
 from openai.types.responses.response import IncompleteDetails
 
-from guardvl_sdk.conversation import as_message, from_responses_input, from_responses_output
+from guardvl_sdk.conversation import (
+    Message,
+    as_message,
+    from_responses_input,
+    from_responses_output,
+)
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
-from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     Due,
-    HookOptions,
-    Reporter,
     Request,
     StreamGate,
     StreamOptions,
-    aguard_stream,
-    guard_stream,
+    arun_flow,
     read_messages,
+    refuse_unread,
+    run_flow,
 )
 from guardvl_sdk.verdict import Verdict
 
@@ -67,8 +75,9 @@ from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
-    replay,
 )
+
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 
 __all__ = ["FORWARDED", "AsyncResponses", "Responses"]
 
@@ -105,6 +114,22 @@ FORWARDED = frozenset(
 )
 """The ``responses.create()`` arguments forwarded: read by the guard (``input``,
 ``instructions``, function ``tools``), or unable to carry content to the model or back."""
+
+OUTPUT_FIELDS: dict[str, frozenset[str]] = {
+    # output items, by type
+    "message": frozenset({"id", "type", "role", "status", "phase", "content"}),
+    "function_call": frozenset({"id", "type", "call_id", "name", "arguments", "status"}),
+    "reasoning": frozenset({"id", "type", "status", "summary", "content", "encrypted_content"}),
+    # their content parts, by type (annotations: citations of hosted tools, only empty)
+    "output_text": frozenset({"type", "text", "logprobs"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "summary_text": frozenset({"type", "text"}),
+    "reasoning_text": frozenset({"type", "text"}),
+}
+"""THE ANSWER ALLOWLIST of the Responses API: the fields of each output item and content part,
+by type, that the guard judges (text, refusal, reasoning, a call's name and arguments) or that
+carry no content (ids, status, the judged text's logprobs). An item of another type is refused by
+:func:`~guardvl_sdk.conversation.from_responses_output`."""
 
 _PASSED = frozenset({"create", "delete", "cancel", "input_items", "input_tokens"})
 
@@ -159,8 +184,36 @@ def _start(kwargs: dict[str, Any]) -> Request:
 
 
 def _answer(output: Any) -> dict[str, Any]:
-    """What the guard judges of a response's output: one assistant message (text, calls)."""
-    return from_responses_output(list(output))
+    """What the guard judges of a response's output: one assistant message (text, calls).
+
+    Raises:
+        InvalidInputError: An item or part holds a field the guard does not judge.
+    """
+    items = [_read_item(item) for item in output]
+    return from_responses_output(items)
+
+
+def _read_item(raw: Any) -> Message:
+    """An output item as a mapping, once it and its content parts passed the allowlist."""
+    item = as_message(raw)
+    _refuse_unread(item, "output item")
+    for key in ("content", "summary"):
+        for part in item.get(key) or []:
+            _refuse_unread(as_message(part), "content part")
+    return item
+
+
+def _refuse_unread(fields: Message, what: str) -> None:
+    known = OUTPUT_FIELDS.get(str(fields.get("type")))
+    if known is not None:  # an unknown type is refused whole by the reader
+        refuse_unread(fields, known, f"response {what} {fields.get('type')!r}")
+
+
+def _refuse_extra(event: Any) -> None:
+    """Refuse the extra fields (undeclared by openai's types) of a text delta event, but its
+    ``obfuscation``: random padding OpenAI adds to normalize the size of streamed events."""
+    extra = getattr(event, "model_extra", None) or {}
+    refuse_unread(extra, ("obfuscation",), f"stream event {event.type!r}")
 
 
 def _refusal_message(refusal: str) -> ResponseOutputMessage:
@@ -269,6 +322,7 @@ class _Events:
             self.outputs = max(self.outputs, index + 1)
         added, to_end = "", False
         if kind in _TEXT_DELTAS:
+            _refuse_extra(event)
             added = self._delta_text(event)
         elif kind == "response.function_call_arguments.delta":
             self._call(event.output_index)["arguments"] += event.delta  # type: ignore[union-attr]
@@ -335,6 +389,7 @@ class _Events:
                 return True  # a function call starts: held until judged whole
         part = getattr(event, "part", None)
         if part is not None:
+            _refuse_unread(as_message(part), "content part")
             texts.append(getattr(part, "text", None) or getattr(part, "refusal", None) or "")
         for name in ("text", "refusal"):
             if isinstance(getattr(event, name, None), str):
@@ -351,7 +406,7 @@ class _Events:
             )
         new = False
         for item in items:
-            answer = from_responses_output([item])
+            answer = from_responses_output([_read_item(item)])
             texts += [str(p.get("text") or p.get("refusal") or "") for p in answer["content"]]
             for call in answer.get("tool_calls", []):
                 function = call["function"]
@@ -384,13 +439,10 @@ def _sub_index(event: Any) -> int:
     return 0
 
 
-class _ResponsesGuarding:
-    """What the sync and async ``responses`` share: reading, deciding, refusals."""
+class _ResponsesGuarding(GuardedCreate[Response, ResponseStreamEvent]):
+    """What the sync and async ``responses`` share: the flow, reading, deciding, refusals."""
 
-    def __init__(self, responses: Any, guard: Guard, options: HookOptions) -> None:
-        self._wrapped = responses
-        self._options = options
-        self._reporter = Reporter(guard, "responses.create", options.on_verdict)
+    what = "responses.create"
 
     def __getattr__(self, name: str) -> Any:
         if name not in _PASSED:
@@ -400,24 +452,32 @@ class _ResponsesGuarding:
             )
         return getattr(self._wrapped, name)
 
-    def _input_blocked(self, verdict: Verdict, kwargs: dict[str, Any]) -> Response:
-        if self._options.on_block == "raise":
-            raise GuardBlocked(verdict)
+    def _start(self, kwargs: dict[str, Any]) -> Request:
+        return _start(kwargs)
+
+    def _refusal(self, kwargs: dict[str, Any]) -> Response:
         return _refusal_response(self._options.refusal, str(kwargs.get("model", "")))
 
-    def _refused_stream(self, model: str) -> list[ResponseStreamEvent]:
-        return _refusal_events(self._options.refusal, model, None, 0, 0)
+    def _refusal_stream(self, kwargs: dict[str, Any]) -> list[ResponseStreamEvent]:
+        return _refusal_events(self._options.refusal, str(kwargs.get("model", "")), None, 0, 0)
 
-    def _decided(self, response: Response, verdict: Verdict) -> Response:
+    def _answers(self, result: Response) -> dict[int, dict[str, Any]]:
+        return {0: _answer(result.output)}
+
+    def _decided(self, result: Response, verdicts: dict[int, Verdict]) -> Response:
+        verdict = verdicts[0]
         if not verdict.blocked:
-            return response
+            return result
         if self._options.on_block == "raise":
-            raise GuardBlocked(verdict, blocked_output=response)
-        return _refusal_response(self._options.refusal, response.model, response)
+            raise GuardBlocked(verdict, blocked_output=result)
+        return _refusal_response(self._options.refusal, result.model, result)
 
-    def _stream_blocked(
-        self, events: _Events, model: str
-    ) -> Callable[[Verdict, int], list[ResponseStreamEvent]]:
+    def _stream_gates(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[_Events, Callable[[Verdict, int], list[ResponseStreamEvent]]]:
+        events = _Events(self._options.stream)
+        model = str(kwargs.get("model", ""))
+
         def on_block(verdict: Verdict, _key: int) -> list[ResponseStreamEvent]:
             if self._options.on_block == "raise":
                 raise GuardBlocked(verdict, blocked_output=events.gate.text)
@@ -425,7 +485,7 @@ class _ResponsesGuarding:
                 self._options.refusal, model, events.response, events.outputs, events.sequence
             )
 
-        return on_block
+        return events, on_block
 
 
 class Responses(_ResponsesGuarding):
@@ -442,30 +502,7 @@ class Responses(_ResponsesGuarding):
             ConfigurationError: An argument or tool the guard does not forward.
             InvalidInputError: Content the guard cannot read (an item it does not know, audio).
         """
-        request = _start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        model = str(kwargs.get("model", ""))
-        if self._options.checks_input:
-            verdict = self._reporter.check(request)
-            if verdict.blocked:
-                refused = self._input_blocked(verdict, kwargs)
-                if stream:
-                    return GuardedStream(iter(self._refused_stream(model)))
-                return refused
-        result = self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return GuardedStream(iter(result), result) if stream else result
-        if stream:
-            events = _Events(self._options.stream)
-            guarded = guard_stream(
-                result,
-                events,
-                lambda due, partial: self._reporter.check_due(request, due, partial),
-                self._stream_blocked(events, model),
-                close=result.close,
-            )
-            return GuardedStream(guarded, result)
-        return self._decided(result, self._reporter.check(request, _answer(result.output)))
+        return run_flow(self._flow(kwargs, GuardedStream))
 
 
 class AsyncResponses(_ResponsesGuarding):
@@ -473,28 +510,4 @@ class AsyncResponses(_ResponsesGuarding):
 
     async def create(self, **kwargs: Any) -> Response | AsyncGuardedStream[ResponseStreamEvent]:
         """Like :meth:`Responses.create`, without blocking the event loop."""
-        request = _start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        model = str(kwargs.get("model", ""))
-        if self._options.checks_input:
-            verdict = await self._reporter.acheck(request)
-            if verdict.blocked:
-                refused = self._input_blocked(verdict, kwargs)
-                if stream:
-                    return AsyncGuardedStream(replay(self._refused_stream(model)))
-                return refused
-        result = await self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return AsyncGuardedStream(result.__aiter__(), result) if stream else result
-        if stream:
-            events = _Events(self._options.stream)
-            guarded = aguard_stream(
-                result,
-                events,
-                lambda due, partial: self._reporter.acheck_due(request, due, partial),
-                self._stream_blocked(events, model),
-                close=result.close,
-            )
-            return AsyncGuardedStream(guarded, result)
-        verdict = await self._reporter.acheck(request, _answer(result.output))
-        return self._decided(result, verdict)
+        return await arun_flow(self._flow(kwargs, AsyncGuardedStream))

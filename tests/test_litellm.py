@@ -118,3 +118,57 @@ async def test_streamed_tool_calls_are_judged_before_any_chunk_is_released() -> 
     with pytest.raises(GuardrailBlocked):
         await run(json.dumps({"city": f"Valencia {EVIL}"}), released)
     assert released == []  # not one chunk, not one piece of the call
+
+
+def litellm_response(**message: object) -> object:
+    return litellm.ModelResponse(
+        choices=[{"index": 0, "message": {"role": "assistant", **message}}]
+    )
+
+
+async def test_reasoning_is_judged_and_unread_answer_fields_block() -> None:
+    """The OpenAI adapter's reader and allowlist: reasoning_content is output, judged with the
+    text; an answer field the reader does not judge blocks instead of reaching the user."""
+    from guardvl_sdk.integrations.litellm import GuardrailBlocked, GuardVLGuardrail
+
+    from .judge import EVIL, judging_guard, slots
+
+    guard, backend = judging_guard()
+    guardrail = GuardVLGuardrail(guard)
+    data = {"messages": [{"role": "user", "content": "Tell me a story."}]}
+    benign = litellm_response(content="Once upon a time.", reasoning_content="A short story.")
+    assert await guardrail.async_post_call_success_hook(data, None, benign) is benign
+    assert slots(backend.prompts[-1])[1].strip() == "A short story.\n\nOnce upon a time."
+    thinking = litellm_response(content="Once upon a time.", reasoning_content=f"Plan: {EVIL}")
+    with pytest.raises(GuardrailBlocked) as caught:
+        await guardrail.async_post_call_success_hook(data, None, thinking)
+    assert caught.value.verdict.stage == "output"
+    unread = litellm_response(
+        content="Hi.", images=[{"index": 0, "type": "image_url", "image_url": {"url": "data:x"}}]
+    )
+    with pytest.raises(GuardrailBlocked, match="images"):
+        await guardrail.async_post_call_success_hook(data, None, unread)
+
+
+async def test_streamed_reasoning_is_judged_before_any_chunk_is_released() -> None:
+    from guardvl_sdk.integrations.litellm import GuardrailBlocked, GuardVLGuardrail
+
+    from .judge import EVIL, judging_guard
+
+    async def upstream(*deltas: dict[str, object]):  # type: ignore[no-untyped-def]
+        for delta in deltas:
+            yield litellm.ModelResponseStream(id="s", choices=[{"index": 0, "delta": delta}])
+
+    guardrail = GuardVLGuardrail(judging_guard()[0])
+    data = {"messages": [{"role": "user", "content": "Tell me a story."}]}
+    released: list[object] = []
+    stream = upstream({"reasoning_content": f"Plan: {EVIL}"}, {"content": "Once upon a time."})
+    with pytest.raises(GuardrailBlocked):
+        async for chunk in guardrail.async_post_call_streaming_iterator_hook(None, stream, data):
+            released.append(chunk)
+    assert released == []
+    stream = upstream({"content": "Hi."}, {"provider_specific_fields": {"citations": ["x"]}})
+    with pytest.raises(GuardrailBlocked, match="provider_specific_fields"):
+        async for chunk in guardrail.async_post_call_streaming_iterator_hook(None, stream, data):
+            released.append(chunk)
+    assert released == []
