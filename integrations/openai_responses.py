@@ -71,13 +71,12 @@ from guardvl_sdk.hooks import (
 )
 from guardvl_sdk.verdict import Verdict
 
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
 )
-
-from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 
 __all__ = ["FORWARDED", "AsyncResponses", "Responses"]
 
