@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from guardvl_sdk.extras import require
 
@@ -53,25 +53,26 @@ except ImportError:  # say which extra to install, not where the import failed
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
-    DEFAULT_REFUSAL,
-    CheckMode,
-    GuardEvent,
+    HookArgs,
     HookOptions,
-    Reporter,
     Request,
     StreamedChoices,
-    aguard_stream,
+    arun_flow,
     choice_answers,
-    guard_stream,
     read_messages,
+    run_flow,
 )
 from guardvl_sdk.integrations.openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
-    replay,
 )
 from guardvl_sdk.verdict import Verdict
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 
 __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai"]
 
@@ -165,34 +166,18 @@ _FORWARDED = frozenset(
 
 T = TypeVar("T")
 
+OnBlock = Literal["raise", "refuse"]
+
 
 @overload
 def guard_openai(
-    client: OpenAI,
-    guard: Guard,
-    *,
-    check: CheckMode = ...,
-    on_block: Literal["raise", "refuse"] = ...,
-    refusal: str = ...,
-    stream_every: int | None = ...,
-    stream_window: int | None = ...,
-    buffered: bool = ...,
-    on_verdict: Callable[[GuardEvent], Any] | None = ...,
+    client: OpenAI, guard: Guard, *, on_block: OnBlock = ..., **options: Unpack[HookArgs]
 ) -> GuardedOpenAI: ...
 
 
 @overload
 def guard_openai(
-    client: AsyncOpenAI,
-    guard: Guard,
-    *,
-    check: CheckMode = ...,
-    on_block: Literal["raise", "refuse"] = ...,
-    refusal: str = ...,
-    stream_every: int | None = ...,
-    stream_window: int | None = ...,
-    buffered: bool = ...,
-    on_verdict: Callable[[GuardEvent], Any] | None = ...,
+    client: AsyncOpenAI, guard: Guard, *, on_block: OnBlock = ..., **options: Unpack[HookArgs]
 ) -> AsyncGuardedOpenAI: ...
 
 
@@ -200,13 +185,8 @@ def guard_openai(
     client: OpenAI | AsyncOpenAI,
     guard: Guard,
     *,
-    check: CheckMode = "both",
-    on_block: Literal["raise", "refuse"] = "raise",
-    refusal: str = DEFAULT_REFUSAL,
-    stream_every: int | None = 500,
-    stream_window: int | None = None,
-    buffered: bool = False,
-    on_verdict: Callable[[GuardEvent], Any] | None = None,
+    on_block: OnBlock = "raise",
+    **options: Unpack[HookArgs],
 ) -> GuardedOpenAI | AsyncGuardedOpenAI:
     """Guard an ``openai`` client's chat completions; the client itself is left untouched.
 
@@ -217,7 +197,8 @@ def guard_openai(
         check: ``"both"`` (default), ``"input"`` or ``"output"``.
         on_block: ``"raise"`` (default) or ``"refuse"`` (see the module docstring).
         refusal: The content of a blocked choice under ``on_block="refuse"``.
-        stream_every: Check a streamed answer each time this many characters were added.
+        stream_every: Check a streamed answer each time this many characters were added
+            (default 500).
         stream_window: Characters of earlier context each mid-stream check includes (None: all).
         buffered: Release no streamed chunk before the whole answer has passed.
         on_verdict: Called with a :class:`~guardvl_sdk.hooks.GuardEvent` after every check.
@@ -225,19 +206,11 @@ def guard_openai(
     Returns:
         A :class:`GuardedOpenAI` (or :class:`AsyncGuardedOpenAI`) with the client's call paths.
     """
-    options = HookOptions.of(
-        check=check,
-        on_block=on_block,
-        refusal=refusal,
-        stream_every=stream_every,
-        stream_window=stream_window,
-        buffered=buffered,
-        on_verdict=on_verdict,
-    ).accepting("raise", "refuse")
+    settings = HookOptions.of(on_block=on_block, **options).accepting("raise", "refuse")
     if isinstance(client, AsyncOpenAI):
-        return AsyncGuardedOpenAI(client, guard, options)
+        return AsyncGuardedOpenAI(client, guard, settings)
     if isinstance(client, OpenAI):
-        return GuardedOpenAI(client, guard, options)
+        return GuardedOpenAI(client, guard, settings)
     raise ConfigurationError(f"guard_openai needs an OpenAI or AsyncOpenAI client, not {client!r}")
 
 
@@ -331,15 +304,11 @@ class _GuardedChat(_Proxy):
         self.completions = completions
 
 
-class _Guarding(_Proxy):
-    """What the sync and async ``completions`` share: reading, deciding, refusals."""
+class _Guarding(GuardedCreate[ChatCompletion, ChatCompletionChunk], _Proxy):
+    """What the sync and async ``completions`` share: the flow, reading, deciding, refusals."""
 
+    what = "chat.completions.create"
     _passed = _PASSED_COMPLETIONS
-
-    def __init__(self, completions: Any, guard: Guard, options: HookOptions) -> None:
-        super().__init__(completions)
-        self._options = options
-        self._reporter = Reporter(guard, "chat.completions.create", options.on_verdict)
 
     def _start(self, kwargs: dict[str, Any]) -> Request:
         """Read the request; ``kwargs["messages"]`` becomes a list (it may be an iterator)."""
@@ -351,7 +320,7 @@ class _Guarding(_Proxy):
         messages = kwargs["messages"] = list(kwargs["messages"])
         return read_messages(messages)
 
-    def _refusal_completion(self, kwargs: dict[str, Any]) -> ChatCompletion:
+    def _refusal(self, kwargs: dict[str, Any]) -> ChatCompletion:
         """The answer to a blocked request under ``on_block="refuse"``: one choice per ``n``."""
         return ChatCompletion(
             id=f"guardvl-{uuid.uuid4().hex}",
@@ -360,6 +329,10 @@ class _Guarding(_Proxy):
             model=str(kwargs.get("model", "")),
             choices=[self._refused_choice(index) for index in range(_choices(kwargs))],
         )
+
+    def _refusal_stream(self, kwargs: dict[str, Any]) -> list[ChatCompletionChunk]:
+        model = str(kwargs.get("model", ""))
+        return [self._refusal_chunk(index, model) for index in range(_choices(kwargs))]
 
     def _refused_choice(self, index: int) -> Choice:
         message = ChatCompletionMessage(role="assistant", content=self._options.refusal)
@@ -380,47 +353,37 @@ class _Guarding(_Proxy):
             ],
         )
 
-    def _input_blocked(self, verdict: Verdict) -> None:
-        if self._options.on_block == "raise":
-            raise GuardBlocked(verdict)
+    def _answers(self, result: ChatCompletion) -> dict[int, str | dict[str, Any]]:
+        return _answers(result)
 
-    def _decide_completion(
-        self, completion: ChatCompletion, verdicts: dict[int, Verdict]
-    ) -> ChatCompletion:
+    def _decided(self, result: ChatCompletion, verdicts: dict[int, Verdict]) -> ChatCompletion:
         """The completion with blocked choices refused, or ``GuardBlocked``."""
         blocked = {index: v for index, v in verdicts.items() if v.blocked}
         if not blocked:
-            return completion
+            return result
         if self._options.on_block == "raise":
-            raise GuardBlocked(next(iter(blocked.values())), blocked_output=completion)
+            raise GuardBlocked(next(iter(blocked.values())), blocked_output=result)
         choices = [
             self._refused_choice(choice.index) if choice.index in blocked else choice
-            for choice in completion.choices
+            for choice in result.choices
         ]
-        return completion.model_copy(update={"choices": choices})
+        return result.model_copy(update={"choices": choices})
 
-    def _stream_blocked(
-        self, choices: _Choices
-    ) -> Callable[[Verdict, int], list[ChatCompletionChunk]]:
-        """The stream driver's ``on_block``: raise, or the refusal chunks that end the stream.
+    def _stream_gates(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[StreamedChoices, Callable[[Verdict, int], list[ChatCompletionChunk]]]:
+        """The stream's gates, and its ``on_block``: raise, or the refusal chunks that end it.
 
         The upstream stream stops, so every choice still open ends with the refusal.
         """
+        choices = StreamedChoices(self._options.stream)
 
         def on_block(verdict: Verdict, index: int) -> list[ChatCompletionChunk]:
             if self._options.on_block == "raise":
                 raise GuardBlocked(verdict, blocked_output=choices.streams[index].text)
             return [self._refusal_chunk(i, choices.model, choices.id) for i in choices.open(index)]
 
-        return on_block
-
-    def _decided(
-        self,
-        completion: ChatCompletion,
-        answers: dict[int, str | dict[str, Any]],
-        verdicts: list[Verdict],
-    ) -> ChatCompletion:
-        return self._decide_completion(completion, dict(zip(answers, verdicts, strict=True)))
+        return choices, on_block
 
 
 def _choices(kwargs: dict[str, Any]) -> int:
@@ -431,10 +394,6 @@ def _choices(kwargs: dict[str, Any]) -> int:
 def _answers(completion: ChatCompletion) -> dict[int, str | dict[str, Any]]:
     """The answer of each choice, by index (the shared reader: :mod:`guardvl_sdk.hooks.answers`)."""
     return choice_answers(completion.choices)
-
-
-_Choices = StreamedChoices
-"""The choices of one streamed completion behind their stream gates (the shared reader's)."""
 
 
 # -- sync -----------------------------------------------------------------------------------
@@ -461,33 +420,7 @@ class Completions(_Guarding):
             GuardBlocked: A blocked request or answer, under ``on_block="raise"``.
             InvalidInputError: Content the guard cannot read (audio parts, unfetched URLs).
         """
-        request = self._start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        if self._options.checks_input:
-            verdict = self._reporter.check(request)
-            if verdict.blocked:
-                self._input_blocked(verdict)
-                if stream:
-                    model = str(kwargs.get("model", ""))
-                    chunks = [self._refusal_chunk(i, model) for i in range(_choices(kwargs))]
-                    return GuardedStream(iter(chunks))
-                return self._refusal_completion(kwargs)
-        result = self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return GuardedStream(iter(result), result) if stream else result
-        if stream:
-            choices = _Choices(self._options.stream)
-            guarded = guard_stream(
-                result,
-                choices,
-                lambda due, partial: self._reporter.check_due(request, due, partial),
-                self._stream_blocked(choices),
-                close=result.close,  # stops the server's generation when blocked or abandoned
-            )
-            return GuardedStream(guarded, result)
-        answers = _answers(result)  # n > 1: every choice, in one guard batch
-        verdicts = self._reporter.check_answers(request, list(answers.values()))
-        return self._decided(result, answers, verdicts)
+        return run_flow(self._flow(kwargs, GuardedStream))
 
 
 # -- async ----------------------------------------------------------------------------------
@@ -510,30 +443,4 @@ class AsyncCompletions(_Guarding):
         self, **kwargs: Any
     ) -> ChatCompletion | AsyncGuardedStream[ChatCompletionChunk]:
         """Like :meth:`Completions.create`, without blocking the event loop."""
-        request = self._start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        if self._options.checks_input:
-            verdict = await self._reporter.acheck(request)
-            if verdict.blocked:
-                self._input_blocked(verdict)
-                if stream:
-                    model = str(kwargs.get("model", ""))
-                    chunks = [self._refusal_chunk(i, model) for i in range(_choices(kwargs))]
-                    return AsyncGuardedStream(replay(chunks))
-                return self._refusal_completion(kwargs)
-        result = await self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return AsyncGuardedStream(result.__aiter__(), result) if stream else result
-        if stream:
-            choices = _Choices(self._options.stream)
-            guarded = aguard_stream(
-                result,
-                choices,
-                lambda due, partial: self._reporter.acheck_due(request, due, partial),
-                self._stream_blocked(choices),
-                close=result.close,
-            )
-            return AsyncGuardedStream(guarded, result)
-        answers = _answers(result)
-        verdicts = await self._reporter.acheck_answers(request, list(answers.values()))
-        return self._decided(result, answers, verdicts)
+        return await arun_flow(self._flow(kwargs, AsyncGuardedStream))

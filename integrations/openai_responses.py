@@ -49,25 +49,23 @@ from openai.types.responses.response import IncompleteDetails
 
 from guardvl_sdk.conversation import as_message, from_responses_input, from_responses_output
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
-from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     Due,
-    HookOptions,
-    Reporter,
     Request,
     StreamGate,
     StreamOptions,
-    aguard_stream,
-    guard_stream,
+    arun_flow,
     read_messages,
+    run_flow,
 )
 from guardvl_sdk.integrations.openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
-    replay,
 )
 from guardvl_sdk.verdict import Verdict
+
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 
 __all__ = ["FORWARDED", "AsyncResponses", "Responses"]
 
@@ -383,13 +381,10 @@ def _sub_index(event: Any) -> int:
     return 0
 
 
-class _ResponsesGuarding:
-    """What the sync and async ``responses`` share: reading, deciding, refusals."""
+class _ResponsesGuarding(GuardedCreate[Response, ResponseStreamEvent]):
+    """What the sync and async ``responses`` share: the flow, reading, deciding, refusals."""
 
-    def __init__(self, responses: Any, guard: Guard, options: HookOptions) -> None:
-        self._wrapped = responses
-        self._options = options
-        self._reporter = Reporter(guard, "responses.create", options.on_verdict)
+    what = "responses.create"
 
     def __getattr__(self, name: str) -> Any:
         if name not in _PASSED:
@@ -399,24 +394,32 @@ class _ResponsesGuarding:
             )
         return getattr(self._wrapped, name)
 
-    def _input_blocked(self, verdict: Verdict, kwargs: dict[str, Any]) -> Response:
-        if self._options.on_block == "raise":
-            raise GuardBlocked(verdict)
+    def _start(self, kwargs: dict[str, Any]) -> Request:
+        return _start(kwargs)
+
+    def _refusal(self, kwargs: dict[str, Any]) -> Response:
         return _refusal_response(self._options.refusal, str(kwargs.get("model", "")))
 
-    def _refused_stream(self, model: str) -> list[ResponseStreamEvent]:
-        return _refusal_events(self._options.refusal, model, None, 0, 0)
+    def _refusal_stream(self, kwargs: dict[str, Any]) -> list[ResponseStreamEvent]:
+        return _refusal_events(self._options.refusal, str(kwargs.get("model", "")), None, 0, 0)
 
-    def _decided(self, response: Response, verdict: Verdict) -> Response:
+    def _answers(self, result: Response) -> dict[int, dict[str, Any]]:
+        return {0: _answer(result.output)}
+
+    def _decided(self, result: Response, verdicts: dict[int, Verdict]) -> Response:
+        verdict = verdicts[0]
         if not verdict.blocked:
-            return response
+            return result
         if self._options.on_block == "raise":
-            raise GuardBlocked(verdict, blocked_output=response)
-        return _refusal_response(self._options.refusal, response.model, response)
+            raise GuardBlocked(verdict, blocked_output=result)
+        return _refusal_response(self._options.refusal, result.model, result)
 
-    def _stream_blocked(
-        self, events: _Events, model: str
-    ) -> Callable[[Verdict, int], list[ResponseStreamEvent]]:
+    def _stream_gates(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[_Events, Callable[[Verdict, int], list[ResponseStreamEvent]]]:
+        events = _Events(self._options.stream)
+        model = str(kwargs.get("model", ""))
+
         def on_block(verdict: Verdict, _key: int) -> list[ResponseStreamEvent]:
             if self._options.on_block == "raise":
                 raise GuardBlocked(verdict, blocked_output=events.gate.text)
@@ -424,7 +427,7 @@ class _ResponsesGuarding:
                 self._options.refusal, model, events.response, events.outputs, events.sequence
             )
 
-        return on_block
+        return events, on_block
 
 
 class Responses(_ResponsesGuarding):
@@ -441,30 +444,7 @@ class Responses(_ResponsesGuarding):
             ConfigurationError: An argument or tool the guard does not forward.
             InvalidInputError: Content the guard cannot read (an item it does not know, audio).
         """
-        request = _start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        model = str(kwargs.get("model", ""))
-        if self._options.checks_input:
-            verdict = self._reporter.check(request)
-            if verdict.blocked:
-                refused = self._input_blocked(verdict, kwargs)
-                if stream:
-                    return GuardedStream(iter(self._refused_stream(model)))
-                return refused
-        result = self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return GuardedStream(iter(result), result) if stream else result
-        if stream:
-            events = _Events(self._options.stream)
-            guarded = guard_stream(
-                result,
-                events,
-                lambda due, partial: self._reporter.check_due(request, due, partial),
-                self._stream_blocked(events, model),
-                close=result.close,
-            )
-            return GuardedStream(guarded, result)
-        return self._decided(result, self._reporter.check(request, _answer(result.output)))
+        return run_flow(self._flow(kwargs, GuardedStream))
 
 
 class AsyncResponses(_ResponsesGuarding):
@@ -472,28 +452,4 @@ class AsyncResponses(_ResponsesGuarding):
 
     async def create(self, **kwargs: Any) -> Response | AsyncGuardedStream[ResponseStreamEvent]:
         """Like :meth:`Responses.create`, without blocking the event loop."""
-        request = _start(kwargs)
-        stream = bool(kwargs.get("stream"))
-        model = str(kwargs.get("model", ""))
-        if self._options.checks_input:
-            verdict = await self._reporter.acheck(request)
-            if verdict.blocked:
-                refused = self._input_blocked(verdict, kwargs)
-                if stream:
-                    return AsyncGuardedStream(replay(self._refused_stream(model)))
-                return refused
-        result = await self._wrapped.create(**kwargs)
-        if not self._options.checks_output:
-            return AsyncGuardedStream(result.__aiter__(), result) if stream else result
-        if stream:
-            events = _Events(self._options.stream)
-            guarded = aguard_stream(
-                result,
-                events,
-                lambda due, partial: self._reporter.acheck_due(request, due, partial),
-                self._stream_blocked(events, model),
-                close=result.close,
-            )
-            return AsyncGuardedStream(guarded, result)
-        verdict = await self._reporter.acheck(request, _answer(result.output))
-        return self._decided(result, verdict)
+        return await arun_flow(self._flow(kwargs, AsyncGuardedStream))

@@ -1,8 +1,9 @@
-"""What the guarded OpenAI chat-completions and Responses wrappers share.
+"""What the guarded OpenAI chat-completions and Responses wrappers share besides their one
+``create()`` flow (:mod:`~guardvl_sdk.integrations.openai_create`).
 
-The guarded stream objects both return, the async replay of a refused request's chunks, and the
-argument allowlist check (each wrapper passes its own list of forwarded ``create()`` arguments;
-the ``extra_body`` fields forwarded are the same for both).
+The guarded stream objects both return, and the argument allowlist check (each wrapper passes its
+own list of forwarded ``create()`` arguments; the ``extra_body`` fields forwarded are the same for
+both).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ __all__ = [
     "AsyncGuardedStream",
     "GuardedStream",
     "refuse_unknown_fields",
-    "replay",
 ]
 
 T = TypeVar("T")
@@ -46,19 +46,26 @@ def refuse_unknown_fields(
         )
 
 
-class GuardedStream(Generic[T]):
-    """A guarded ``Stream[ChatCompletionChunk]``: iterate it, close it, use it in ``with``.
-
-    Chunks come out once a check covering them has passed; a block closes the upstream stream.
+class _Stream(Generic[T]):
+    """What both guarded stream objects hold: the chunks the caller gets, and the upstream.
 
     Attributes:
         response: The upstream ``httpx2.Response`` (None for a refused request).
     """
 
-    def __init__(self, chunks: Iterator[T], upstream: Any = None) -> None:
+    def __init__(self, chunks: Any, upstream: Any = None) -> None:
         self._chunks = chunks
         self._upstream = upstream
         self.response = getattr(upstream, "response", None)
+
+
+class GuardedStream(_Stream[T]):
+    """A guarded ``Stream[ChatCompletionChunk]``: iterate it, close it, use it in ``with``.
+
+    Chunks come out once a check covering them has passed; a block closes the upstream stream.
+    """
+
+    _chunks: Iterator[T]
 
     def __iter__(self) -> Iterator[T]:
         return self._chunks
@@ -86,17 +93,13 @@ class GuardedStream(Generic[T]):
         self.close()
 
 
-class AsyncGuardedStream(Generic[T]):
+class AsyncGuardedStream(_Stream[T]):
     """A guarded ``AsyncStream[ChatCompletionChunk]``: ``async for``, ``close()``, ``async with``.
 
-    Attributes:
-        response: The upstream ``httpx2.Response`` (None for a refused request).
+    Chunks come out once a check covering them has passed; a block closes the upstream stream.
     """
 
-    def __init__(self, chunks: AsyncIterator[T], upstream: Any = None) -> None:
-        self._chunks = chunks
-        self._upstream = upstream
-        self.response = getattr(upstream, "response", None)
+    _chunks: AsyncIterator[T]
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._chunks
@@ -122,9 +125,3 @@ class AsyncGuardedStream(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-async def replay(items: list[T]) -> AsyncIterator[T]:
-    """``items`` as an async iterator (a refused request's stream)."""
-    for item in items:
-        yield item

@@ -132,7 +132,7 @@ SHELL_PAGES = [p for p in PAGES if blocks(p, "bash")]
 
 @pytest.mark.parametrize("page", SHELL_PAGES, ids=_name)
 def test_shell_blocks_use_real_commands_and_options(page: Path) -> None:
-    parser = cli._build_parser()
+    parser = cli.build_parser()
     for line, code in blocks(page, "bash"):
         for argv in _commands(code):
             try:

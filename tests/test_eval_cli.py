@@ -119,7 +119,7 @@ def test_documented_commands_parse() -> None:
     ]
     assert len(commands) >= 4
     for command in commands:
-        cli._build_parser().parse_args(shlex.split(command)[1:])
+        cli.build_parser().parse_args(shlex.split(command)[1:])
 
 
 def test_server_run_carries_scores_into_pr_curves(
@@ -209,14 +209,16 @@ def test_interrupted_cli_run_resumes(
         )
     )
     argv = ["eval", "--data", str(data), "--output", str(tmp_path / "out"), "--quiet"]
-    monkeypatch.setattr("guardvl_sdk.cli._eval_guard", lambda args: Guard(backend(4), batch_size=2))
+    monkeypatch.setattr(
+        "guardvl_sdk.cli.evaluate.eval_guard", lambda args: Guard(backend(4), batch_size=2)
+    )
     assert main(argv) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     assert seen == [0, 1, 2, 3]
 
     seen.clear()
     monkeypatch.setattr(
-        "guardvl_sdk.cli._eval_guard", lambda args: Guard(backend(None), batch_size=2)
+        "guardvl_sdk.cli.evaluate.eval_guard", lambda args: Guard(backend(None), batch_size=2)
     )
     assert main(argv) == 0
     assert seen == [4, 5]

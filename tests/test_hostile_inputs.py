@@ -180,7 +180,7 @@ def test_a_stuck_generation_gives_a_timeout_and_the_batcher_serves_on() -> None:
     began = time.perf_counter()
     with pytest.raises(BackendTimeoutError):
         batcher(["stuck"])
-    assert time.perf_counter() - began < 2.0
+    assert time.perf_counter() - began < 8.0  # the 0.5 s timeout, not the 10 s hang
     release.set()  # the stuck call returns; the next caller is served
     assert batcher(["next"]) == ["NEXT"]
 

@@ -224,12 +224,12 @@ def within(seconds: float, call: Callable[[], object]) -> BaseException:
 @pytest.mark.parametrize("path", ["/drip-headers", "/drip-body"])
 def test_a_dripping_image_server_is_cut_off_at_the_fetch_timeout(hostile: int, path: str) -> None:
     fetcher = loopback_fetcher(timeout=1.5)
-    error = within(4.0, lambda: fetcher(f"http://images.test:{hostile}{path}"))
+    error = within(10.0, lambda: fetcher(f"http://images.test:{hostile}{path}"))
     assert "timed out" in str(error)
 
 
 def test_a_redirect_to_an_invalid_port_is_a_typed_error(hostile: int) -> None:
-    error = within(3.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}/bad-port"))
+    error = within(10.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}/bad-port"))
     assert "invalid port" in str(error)
 
 
@@ -248,7 +248,7 @@ def test_a_dripping_guard_server_is_cut_off_at_the_timeout(hostile: int, route: 
     guard = remote(hostile, route, timeout=1.5)
     began = time.monotonic()
     verdict = guard.check("hello")
-    assert time.monotonic() - began < 4.0
+    assert time.monotonic() - began < 10.0  # the 1.5 s deadline, not the 40 s drip
     assert verdict.status is Status.ERROR and verdict.blocked
     assert "did not answer in time" in (verdict.error or "")
 
@@ -454,14 +454,14 @@ def test_a_redirect_to_a_forbidden_host_is_never_connected_to(hostile: int, loca
         timeout=3,
     )
     target = urllib.parse.quote(location, safe="")
-    error = within(3.0, lambda: fetcher(f"http://images.test:{hostile}/redirect-to/{target}"))
+    error = within(10.0, lambda: fetcher(f"http://images.test:{hostile}/redirect-to/{target}"))
     assert "non-public" in str(error) or "cannot resolve" in str(error)
     assert attempts == [("127.0.0.1", hostile)]  # the first hop only
 
 
 def test_a_redirect_to_a_name_that_is_not_ascii_is_a_typed_error(hostile: int) -> None:
     target = urllib.parse.quote("http://\u00ff\u00fe.invalid/x.png", safe="")
-    within(3.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}/redirect-to/{target}"))
+    within(10.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}/redirect-to/{target}"))
 
 
 def test_an_internationalised_host_is_resolved_and_sent_as_ascii() -> None:
@@ -484,7 +484,7 @@ def test_a_compressed_body_is_bounded_as_it_is_decoded(hostile: int, route: str)
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if "image" in route:
-        error = within(5.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}{route}"))
+        error = within(10.0, lambda: loopback_fetcher()(f"http://images.test:{hostile}{route}"))
         assert "byte limit" in str(error)
     else:
         guard = remote(hostile, route, timeout=10, max_response_bytes=4_000_000)

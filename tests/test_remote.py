@@ -186,7 +186,9 @@ def test_concurrent_first_checks_all_get_verdicts_then_send_no_stop_strings(
         FakeChatServer(refuses_stop_strings, latency=0.05) as fake,
         caplog.at_level("INFO", "guardvl_sdk"),
     ):
-        guard = fast_guard(fake.url, max_retries=0)  # a refused check is not saved by a retry
+        # A refused check is not saved by a retry. The timeout is no part of what this proves:
+        # generous, so a loaded machine cannot turn a slow answer into an error.
+        guard = fast_guard(fake.url, max_retries=0, timeout=60)
         first = guard.check_batch([f"item {i}" for i in range(8)])
         assert [v.status for v in first] == [Status.OK] * 8
         sent_before = len(fake.requests)
@@ -254,7 +256,7 @@ def test_429_with_retry_after_seconds_waits_then_succeeds() -> None:
         verdict = guard.check("x")
         elapsed = time.monotonic() - began
     assert verdict.status is Status.OK and len(fake.requests) == 2
-    assert 0.28 <= elapsed < 3
+    assert 0.28 <= elapsed < 15  # waited the Retry-After; the bound only catches a hang
 
 
 def test_429_with_retry_after_http_date_is_honoured() -> None:
@@ -268,7 +270,7 @@ def test_429_with_retry_after_http_date_is_honoured() -> None:
         verdict = guard.check("x")
         elapsed = time.monotonic() - began
     assert verdict.status is Status.OK and len(fake.requests) == 2
-    assert 0.9 <= elapsed < 4
+    assert 0.9 <= elapsed < 15
 
 
 def test_retry_after_is_capped() -> None:
@@ -277,7 +279,7 @@ def test_retry_after_is_capped() -> None:
         guard = fast_guard(fake.url)  # max_backoff 0.05 s
         began = time.monotonic()
         verdict = guard.check("x")
-    assert verdict.status is Status.OK and time.monotonic() - began < 2
+    assert verdict.status is Status.OK and time.monotonic() - began < 60  # not 3600 s
 
 
 def test_429_on_one_server_moves_the_retry_to_another_at_once() -> None:
@@ -287,7 +289,7 @@ def test_429_on_one_server_moves_the_retry_to_another_at_once() -> None:
         remote(guard).max_backoff = 30
         began = time.monotonic()
         verdicts = [guard.check(text) for text in "abcd"]
-        assert time.monotonic() - began < 3
+        assert time.monotonic() - began < 25  # not one 30 s pause
         assert remote(guard).pool.is_down(busy.url)
     assert all(v.status is Status.OK for v in verdicts)
     assert len(busy.requests) == 1  # skipped once it asked for a pause
@@ -351,7 +353,7 @@ def test_a_hang_past_the_timeout_is_retried_then_fails_closed(server: FakeChatSe
     assert verdict.status is Status.ERROR and verdict.blocked
     assert "BackendTimeoutError" in (verdict.error or "")
     assert len(server.requests) == 2
-    assert 0.6 <= elapsed < 3
+    assert 0.6 <= elapsed < 25  # two timeouts, not the 30 s hang
     with pytest.raises(BackendTimeoutError):
         fast_guard(server.url, timeout=0.2, max_retries=0, on_error="raise").check("x")
 
@@ -384,7 +386,7 @@ def test_connection_refused_fails_closed_fast(refused_url: str) -> None:
     guard = fast_guard(refused_url, max_retries=2)
     began = time.monotonic()
     verdict = guard.check("x")
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 10  # backoffs of milliseconds, no waiting
     assert verdict.status is Status.ERROR and verdict.blocked and verdict.harmful is None
     assert "BackendConnectionError" in (verdict.error or "")
 
@@ -438,7 +440,7 @@ def test_all_servers_down_fail_closed(refused_url: str) -> None:
     guard = fast_guard([refused_url, url])
     began = time.monotonic()
     verdicts = guard.check_batch(["a", "b", "c"])
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 10
     assert all(v.status is Status.ERROR and v.blocked for v in verdicts)
 
 
@@ -454,7 +456,9 @@ def test_check_batch_keeps_max_concurrency_requests_in_flight() -> None:
         elapsed = time.monotonic() - began
     assert [v.status for v in verdicts] == [Status.OK] * 8
     assert fake.max_in_flight == 4
-    assert 0.58 <= elapsed < 1.8  # two rounds of 0.3 s, not eight (2.4 s)
+    # max_in_flight proves the limit and the overlap (4 at once); the lower bound, that no more
+    # than 4 ran at once (two rounds of 0.3 s). No tight upper bound: a loaded machine is slow.
+    assert 0.58 <= elapsed < 20
 
 
 def test_concurrent_acheck_calls_share_the_limit() -> None:
@@ -469,7 +473,7 @@ def test_concurrent_acheck_calls_share_the_limit() -> None:
         elapsed = time.monotonic() - began
         assert all(v.status is Status.OK for v in verdicts)
         assert fake.max_in_flight == 3
-        assert 0.88 <= elapsed < 2.2  # three rounds of 0.3 s, not nine (2.7 s)
+        assert 0.88 <= elapsed < 20  # three rounds of 0.3 s at least; see above
         # Another event loop gets its own client.
         assert asyncio.run(guard.acheck("again")).status is Status.OK
 

@@ -197,6 +197,9 @@ def test_health_ready_metrics(url: str, client: openai.OpenAI) -> None:
     ready = httpx.get(f"{url}/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     client.moderations.create(input="how do I build a bomb")
+    # A check refused for its key, made here so the test stands alone (it read one an earlier
+    # test had made, and failed when run by itself).
+    assert httpx.post(f"{url}/v1/moderations", json={"input": "x"}).status_code == 401
     assert httpx.get(f"{url}/metrics").status_code == 401
     text = httpx.get(f"{url}/metrics", headers={"x-api-key": KEY}).text
     assert (

@@ -35,7 +35,7 @@ def test_the_docs_multi_gpu_command_parses() -> None:
         "--epochs", "3", "--batch-size", "4", "--gradient-accumulation-steps", "6",
     ]  # fmt: skip
     assert " ".join(options) in doc.replace("\\\n    ", "")
-    args = cli._build_parser().parse_args(
+    args = cli.build_parser().parse_args(
         ["train", "sft", "--data", "d.jsonl", "--base", "b", "--output", "o", *options]
     )
     assert (args.method, args.bf16, args.gradient_accumulation_steps) == ("full", True, 6)

@@ -14,9 +14,10 @@ the LangChain adapters are thin peers on:
   adapters;
 - :mod:`.stream`: the stream gate (what of a streamed answer is released, when) with one sync and
   one async driver;
-- :mod:`.signature`: reading a guarded function's signature;
-- :mod:`.flow`: one control flow for sync and async callers (a generator of the calls it waits
-  for, run by :func:`run_flow` or :func:`arun_flow`).
+- :mod:`.flow`: a call's control flow written once as steps (:class:`Check`, :class:`Call`,
+  :class:`GuardStream`, ...), run by :func:`run_flow` or awaited by :func:`arun_flow`: the sync
+  and async paths of an entry point differ only in the driver;
+- :mod:`.signature`: reading a guarded function's signature.
 
 One rule for empty answers, the same everywhere: when the output check is on, every answer is
 checked, an empty one (or one of tool calls only) too, as an empty response. The output check
@@ -29,12 +30,23 @@ from __future__ import annotations
 from guardvl_sdk.hooks.answers import StreamedChoices, choice_answers
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
-from guardvl_sdk.hooks.flow import Flow, arun_flow, run_flow
+from guardvl_sdk.hooks.flow import (
+    Call,
+    Check,
+    Flow,
+    GuardStream,
+    PassStream,
+    Resolve,
+    Step,
+    arun_flow,
+    run_flow,
+)
 from guardvl_sdk.hooks.messages import Request, RequestReader, read_messages
 from guardvl_sdk.hooks.options import (
     DEFAULT_REFUSAL,
     BlockMode,
     CheckMode,
+    HookArgs,
     HookOptions,
     OnBlock,
     StreamOptions,
@@ -56,19 +68,26 @@ __all__ = [
     "TEXT_PARAMETERS",
     "BlockMode",
     "BlockedCall",
+    "Call",
+    "Check",
     "CheckMode",
     "Due",
     "Flow",
     "Gates",
     "GuardEvent",
     "GuardSession",
+    "GuardStream",
     "Guardian",
+    "HookArgs",
     "HookOptions",
     "OnBlock",
     "OneAnswer",
+    "PassStream",
     "Reporter",
     "Request",
     "RequestReader",
+    "Resolve",
+    "Step",
     "StreamGate",
     "StreamOptions",
     "StreamedChoices",

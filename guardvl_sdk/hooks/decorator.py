@@ -18,13 +18,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked
-from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
-from guardvl_sdk.hooks.options import DEFAULT_REFUSAL, CheckMode, HookOptions, OnBlock
+from guardvl_sdk.hooks.events import BlockedCall, Guardian, Reporter
+from guardvl_sdk.hooks.flow import (
+    Call,
+    Check,
+    Flow,
+    GuardStream,
+    PassStream,
+    Resolve,
+    arun_flow,
+    run_flow,
+)
+from guardvl_sdk.hooks.options import HookArgs, HookOptions, OnBlock
 from guardvl_sdk.hooks.signature import Extractor, RequestFinder, require_str_output
-from guardvl_sdk.hooks.stream import OneAnswer, aguard_stream, guard_stream
+from guardvl_sdk.hooks.stream import OneAnswer
 from guardvl_sdk.inputs import clean_text
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from guardvl_sdk.verdict import Verdict
 
 __all__ = ["guarded"]
@@ -35,16 +47,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def guarded(
     guard: Guardian,
     *,
-    check: CheckMode = "both",
     on_block: OnBlock = "raise",
-    refusal: str = DEFAULT_REFUSAL,
     text: Extractor | None = None,
     image: Extractor | None = None,
     output: Callable[[Any], str | None] | None = None,
-    stream_every: int | None = 500,
-    stream_window: int | None = None,
-    buffered: bool = False,
-    on_verdict: Callable[[GuardEvent], Any] | None = None,
+    **options: Unpack[HookArgs],
 ) -> Callable[[F], F]:
     """Check every call of a VLM function: the request on the way in, the answer on the way out.
 
@@ -71,8 +78,8 @@ def guarded(
         image: Called with the call's arguments; returns an image, a list of images, or None.
         output: Called with the return value (or each streamed chunk); returns its text, or
             None for no text.
-        stream_every: Check a streamed answer each time this many characters were added; None
-            checks only the complete answer.
+        stream_every: Check a streamed answer each time this many characters were added
+            (default 500); None checks only the complete answer.
         stream_window: Bound the cost of mid-stream checks: each sends the text added since the
             previous check, extended back to this many characters of context (choose it larger
             than ``stream_every`` so checks overlap). None sends all the text so far. The final
@@ -86,15 +93,8 @@ def guarded(
         ConfigurationError: At decoration, for invalid options or a function with nothing
             checkable; at the first call, when the arguments or the answer hold nothing checkable.
     """
-    options = HookOptions.of(
-        check=check,
-        on_block=on_block,
-        refusal=refusal,
-        stream_every=stream_every,
-        stream_window=stream_window,
-        buffered=buffered,
-        on_verdict=on_verdict,
-    ).accepting("raise", "refuse", handler=True)
+    settings = HookOptions.of(on_block=on_block, **options)
+    settings = settings.accepting("raise", "refuse", handler=True)
     for option, value in (("text", text), ("image", image), ("output", output)):
         if value is not None and not callable(value):
             raise ConfigurationError(f"{option}= must be a callable, not {type(value).__name__}")
@@ -113,12 +113,12 @@ def guarded(
             raise ConfigurationError(f"an async on_block handler needs an async {name}()")
         call = _Guarded(
             fn=fn,
-            reporter=Reporter(guard, name, on_verdict),
-            options=options,
+            reporter=Reporter(guard, name, settings.on_verdict),
+            options=settings,
             find_request=RequestFinder.for_function(fn, name, text, image),
             output=output,
         )
-        if options.checks_output and output is None:
+        if settings.checks_output and output is None:
             require_str_output(fn, name, stream, "its answer is not a str: pass output=")
         if on_block == "refuse":
             require_str_output(fn, name, stream, "on_block='refuse' answers with a str")
@@ -218,108 +218,69 @@ async def _yielding_awaited(value: Awaitable[Any]) -> list[Any]:
     return _yielding(await value)
 
 
-async def _maybe_await(value: Any) -> Any:
-    """Let an ``on_block`` handler of an async function be a coroutine function too."""
-    return await value if isinstance(value, Awaitable) else value
+def _answer_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
+    """One call of a function that returns its answer: check, call, check the answer."""
+    request = call.find_request(args, kwargs)
+    if call.options.checks_input:
+        (verdict,) = yield Check(call.reporter, request)
+        if verdict.blocked:
+            return (yield Resolve(call.blocked(verdict, args, kwargs)))
+    result = yield Call(call.fn, args, kwargs)
+    call.require_str(result)
+    if not call.options.checks_output:
+        return result
+    (verdict,) = yield Check(call.reporter, request, (call.answer_text(result),))
+    if verdict.blocked:
+        return (yield Resolve(call.blocked(verdict, args, kwargs, output=result)))
+    return result
+
+
+def _stream_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
+    """One call of a generator: check, then its chunks through the stream gate (an iterator)."""
+    request = call.find_request(args, kwargs)
+    if call.options.checks_input:
+        (verdict,) = yield Check(call.reporter, request)
+        if verdict.blocked:
+            value = yield Resolve(call.blocked(verdict, args, kwargs))
+            return (yield PassStream(_yielding(value)))
+    chunks = call.fn(*args, **kwargs)  # a generator: calling it runs nothing yet
+    close = chunks.close if hasattr(chunks, "close") else chunks.aclose
+    if not call.options.checks_output:
+        return (yield PassStream(chunks, call.require_str, close))
+    gates = call.gates()
+    on_block = call.stream_blocked(gates, args, kwargs)
+    # close: stops the VLM's generation when blocked or abandoned
+    return (yield GuardStream(chunks, gates, call.reporter, request, on_block, close))
 
 
 def _sync_wrapper(call: _Guarded) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request = call.find_request(args, kwargs)
-        if call.options.checks_input:
-            verdict = call.reporter.check(request)
-            if verdict.blocked:
-                return call.blocked(verdict, args, kwargs)
-        result = call.fn(*args, **kwargs)
-        call.require_str(result)
-        if not call.options.checks_output:
-            return result
-        verdict = call.reporter.check(request, call.answer_text(result))
-        if verdict.blocked:
-            return call.blocked(verdict, args, kwargs, output=result)
-        return result
+        return run_flow(_answer_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _async_wrapper(call: _Guarded) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request = call.find_request(args, kwargs)
-        if call.options.checks_input:
-            verdict = await call.reporter.acheck(request)
-            if verdict.blocked:
-                return await _maybe_await(call.blocked(verdict, args, kwargs))
-        result = await call.fn(*args, **kwargs)
-        call.require_str(result)
-        if not call.options.checks_output:
-            return result
-        verdict = await call.reporter.acheck(request, call.answer_text(result))
-        if verdict.blocked:
-            return await _maybe_await(call.blocked(verdict, args, kwargs, output=result))
-        return result
+        return await arun_flow(_answer_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _gen_wrapper(call: _Guarded) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request = call.find_request(args, kwargs)
-        if call.options.checks_input:
-            verdict = call.reporter.check(request)
-            if verdict.blocked:
-                yield from _yielding(call.blocked(verdict, args, kwargs))
-                return
-        chunks = call.fn(*args, **kwargs)
-        if not call.options.checks_output:
-            try:
-                for chunk in chunks:
-                    call.require_str(chunk)
-                    yield chunk
-            finally:
-                chunks.close()
-            return
-        gates = call.gates()
-        yield from guard_stream(
-            chunks,
-            gates,
-            lambda due, partial: call.reporter.check_due(request, due, partial),
-            call.stream_blocked(gates, args, kwargs),
-            close=chunks.close,  # stops the VLM's generation when blocked or abandoned
-        )
+        yield from run_flow(_stream_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _async_gen_wrapper(call: _Guarded) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request = call.find_request(args, kwargs)
-        if call.options.checks_input:
-            verdict = await call.reporter.acheck(request)
-            if verdict.blocked:
-                for item in _yielding(await _maybe_await(call.blocked(verdict, args, kwargs))):
-                    yield item
-                return
-        chunks = call.fn(*args, **kwargs)
-        if not call.options.checks_output:
-            try:
-                async for chunk in chunks:
-                    call.require_str(chunk)
-                    yield chunk
-            finally:
-                await chunks.aclose()
-            return
-        gates = call.gates()
-        guarded_chunks = aguard_stream(
-            chunks,
-            gates,
-            lambda due, partial: call.reporter.acheck_due(request, due, partial),
-            call.stream_blocked(gates, args, kwargs),
-            close=chunks.aclose,
-        )
+        chunks = await arun_flow(_stream_flow(call, args, kwargs))
         try:
-            async for item in guarded_chunks:
+            async for item in chunks:
                 yield item
         finally:
-            await guarded_chunks.aclose()  # stops the VLM's generation when blocked or abandoned
+            await chunks.aclose()  # stops the VLM's generation when blocked or abandoned
 
     return wrapper

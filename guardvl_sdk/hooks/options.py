@@ -9,24 +9,29 @@ one vocabulary for ``on_block``:
 - ``"return"``: the blocked verdict is returned for the caller to act on (explicit hooks);
 - a callable: called with what the entry point documents; its value stands for the answer.
 
-Each entry point accepts the modes that make sense for it (:meth:`HookOptions.accepting`).
+Each entry point accepts the modes that make sense for it (:meth:`HookOptions.accepting`), and
+takes the other options as keyword arguments typed by :class:`HookArgs`
+(``**options: Unpack[HookArgs]``), passed on to :meth:`HookOptions.of`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from guardvl_sdk.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from guardvl_sdk.hooks.events import BlockedCall, GuardEvent
 
 __all__ = [
     "DEFAULT_REFUSAL",
     "BlockMode",
     "CheckMode",
+    "HookArgs",
     "HookOptions",
     "OnBlock",
     "StreamOptions",
@@ -67,6 +72,32 @@ class StreamOptions:
                 raise ConfigurationError(f"{option} must be a positive int or None, not {value!r}")
 
 
+class HookArgs(TypedDict, total=False):
+    """The keyword options every entry point takes besides ``on_block`` (its modes differ).
+
+    Attributes:
+        check: ``"both"`` (default), ``"input"`` or ``"output"``.
+        refusal: The answer given instead of a blocked one under ``on_block="refuse"``.
+        stream_every: Check a streamed answer each time this many characters were added (default
+            500); None checks only the whole answer.
+        stream_window: Characters of earlier context each mid-stream check includes (default
+            None: all the text so far).
+        buffered: Release nothing from a stream before the final check has passed.
+        on_verdict: Called with a :class:`~guardvl_sdk.hooks.GuardEvent` after every check.
+    """
+
+    check: CheckMode
+    refusal: str
+    stream_every: int | None
+    stream_window: int | None
+    buffered: bool
+    on_verdict: Callable[[GuardEvent], Any] | None
+
+
+# The flat stream option names entry points take, as StreamOptions names them.
+_STREAM_ARGS = {"stream_every": "every", "stream_window": "window", "buffered": "buffered"}
+
+
 @dataclass(frozen=True)
 class HookOptions:
     """The options of one guarded call site, validated when built.
@@ -105,19 +136,12 @@ class HookOptions:
 
     @classmethod
     def of(
-        cls,
-        *,
-        check: CheckMode = "both",
-        on_block: BlockMode | Callable[..., Any] = "raise",
-        refusal: str = DEFAULT_REFUSAL,
-        stream_every: int | None = 500,
-        stream_window: int | None = None,
-        buffered: bool = False,
-        on_verdict: Callable[[GuardEvent], Any] | None = None,
+        cls, *, on_block: BlockMode | Callable[..., Any] = "raise", **options: Unpack[HookArgs]
     ) -> HookOptions:
-        """Build from the flat keyword options the entry points take."""
-        stream = StreamOptions(stream_every, stream_window, buffered)
-        return cls(check, on_block, refusal, stream, on_verdict)
+        """Build from the flat keyword options the entry points take (the defaults: above)."""
+        flat: dict[str, Any] = dict(options)
+        stream = {_STREAM_ARGS[name]: flat.pop(name) for name in _STREAM_ARGS if name in flat}
+        return cls(on_block=on_block, stream=StreamOptions(**stream), **flat)
 
     def accepting(self, *modes: BlockMode, handler: bool = False) -> HookOptions:
         """These options, or ``ConfigurationError`` if ``on_block`` is not one of ``modes``.
