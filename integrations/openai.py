@@ -70,9 +70,10 @@ from guardvl_sdk.integrations.openai_streams import (
 from guardvl_sdk.verdict import Verdict
 
 if TYPE_CHECKING:
-    from typing import Unpack
+    from typing import Self, Unpack
 
 from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
+from .openai_responses import AsyncResponses, Responses
 
 __all__ = ["AsyncGuardedOpenAI", "GuardedOpenAI", "GuardedStream", "guard_openai"]
 
@@ -236,7 +237,37 @@ class _Proxy:
         return getattr(self._wrapped, name)
 
 
-class GuardedOpenAI(_Proxy):
+class _GuardedClient(_Proxy):
+    """What both guarded clients share: the guarded call paths, ``with_options``, ``repr``."""
+
+    _passed = _PASSED_CLIENT
+
+    def __init__(
+        self,
+        client: OpenAI | AsyncOpenAI,
+        guard: Guard,
+        options: HookOptions,
+        paths: tuple[type[_Guarding], type[GuardedCreate[Any, Any]]],
+    ) -> None:
+        super().__init__(client)
+        self.unguarded = client
+        self.guard = guard
+        self._options = options
+        completions, responses = paths
+        self.chat = _GuardedChat(client.chat, completions(client.chat.completions, guard, options))
+        self.responses = responses(client.responses, guard, options)
+
+    def with_options(self, **kwargs: Any) -> Self:
+        """The client's ``with_options(...)``, guarded the same way."""
+        return type(self)(self.unguarded.with_options(**kwargs), self.guard, self._options)  # type: ignore[call-arg]
+
+    copy = with_options
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.unguarded!r}, guard={self.guard!r})"
+
+
+class GuardedOpenAI(_GuardedClient):
     """An ``OpenAI`` client whose ``chat.completions.create`` is guarded (see :func:`guard_openai`).
 
     Attributes:
@@ -247,53 +278,15 @@ class GuardedOpenAI(_Proxy):
         guard: The guard.
     """
 
-    _passed = _PASSED_CLIENT
-
     def __init__(self, client: OpenAI, guard: Guard, options: HookOptions) -> None:
-        super().__init__(client)
-        self.unguarded = client
-        self.guard = guard
-        self._options = options
-        self.chat = _GuardedChat(client.chat, Completions(client.chat.completions, guard, options))
-        from guardvl_sdk.integrations.openai_responses import Responses  # it builds on this module
-
-        self.responses = Responses(client.responses, guard, options)
-
-    def with_options(self, **kwargs: Any) -> GuardedOpenAI:
-        """The client's ``with_options(...)``, guarded the same way."""
-        return GuardedOpenAI(self.unguarded.with_options(**kwargs), self.guard, self._options)
-
-    copy = with_options
-
-    def __repr__(self) -> str:
-        return f"GuardedOpenAI({self.unguarded!r}, guard={self.guard!r})"
+        super().__init__(client, guard, options, (Completions, Responses))
 
 
-class AsyncGuardedOpenAI(_Proxy):
+class AsyncGuardedOpenAI(_GuardedClient):
     """An ``AsyncOpenAI`` client whose ``chat.completions.create`` is guarded."""
 
-    _passed = _PASSED_CLIENT
-
     def __init__(self, client: AsyncOpenAI, guard: Guard, options: HookOptions) -> None:
-        super().__init__(client)
-        self.unguarded = client
-        self.guard = guard
-        self._options = options
-        self.chat = _GuardedChat(
-            client.chat, AsyncCompletions(client.chat.completions, guard, options)
-        )
-        from guardvl_sdk.integrations.openai_responses import AsyncResponses
-
-        self.responses = AsyncResponses(client.responses, guard, options)
-
-    def with_options(self, **kwargs: Any) -> AsyncGuardedOpenAI:
-        """The client's ``with_options(...)``, guarded the same way."""
-        return AsyncGuardedOpenAI(self.unguarded.with_options(**kwargs), self.guard, self._options)
-
-    copy = with_options
-
-    def __repr__(self) -> str:
-        return f"AsyncGuardedOpenAI({self.unguarded!r}, guard={self.guard!r})"
+        super().__init__(client, guard, options, (AsyncCompletions, AsyncResponses))
 
 
 class _GuardedChat(_Proxy):

@@ -12,7 +12,12 @@ releases its text deltas as mid-stream checks pass (``stream_every``, ``stream_w
 ``buffered``), and holds every event from a function call's first event on until the final check
 has judged the whole answer: a blocked call is never delivered.
 
-Allowlists, as for chat completions: a ``create()`` argument outside :data:`FORWARDED` is refused
+Allowlists, as for chat completions: an output item (or content part) field outside
+:data:`OUTPUT_FIELDS` that holds anything, a pydantic extra field included, is
+:class:`~guardvl_sdk.errors.InvalidInputError` and the answer is withheld (it would reach the
+caller unjudged); so is an extra field of a text delta event but its ``obfuscation`` padding. A
+``create()``
+argument outside :data:`FORWARDED` is refused
 (``previous_response_id`` / ``conversation`` / ``prompt`` bring in context the guard never saw,
 ``background`` an answer it would never judge, ``include`` output it does not read), so is any
 tool but a function tool (a hosted tool fetches content the guard does not see), and so is a
@@ -47,7 +52,12 @@ from openai.types.responses import (
 )
 from openai.types.responses.response import IncompleteDetails
 
-from guardvl_sdk.conversation import as_message, from_responses_input, from_responses_output
+from guardvl_sdk.conversation import (
+    Message,
+    as_message,
+    from_responses_input,
+    from_responses_output,
+)
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, InvalidInputError
 from guardvl_sdk.hooks import (
     Due,
@@ -56,6 +66,7 @@ from guardvl_sdk.hooks import (
     StreamOptions,
     arun_flow,
     read_messages,
+    refuse_unread,
     run_flow,
 )
 from guardvl_sdk.integrations.openai_streams import (
@@ -102,6 +113,22 @@ FORWARDED = frozenset(
 )
 """The ``responses.create()`` arguments forwarded: read by the guard (``input``,
 ``instructions``, function ``tools``), or unable to carry content to the model or back."""
+
+OUTPUT_FIELDS: dict[str, frozenset[str]] = {
+    # output items, by type
+    "message": frozenset({"id", "type", "role", "status", "phase", "content"}),
+    "function_call": frozenset({"id", "type", "call_id", "name", "arguments", "status"}),
+    "reasoning": frozenset({"id", "type", "status", "summary", "content", "encrypted_content"}),
+    # their content parts, by type (annotations: citations of hosted tools, only empty)
+    "output_text": frozenset({"type", "text", "logprobs"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "summary_text": frozenset({"type", "text"}),
+    "reasoning_text": frozenset({"type", "text"}),
+}
+"""THE ANSWER ALLOWLIST of the Responses API: the fields of each output item and content part,
+by type, that the guard judges (text, refusal, reasoning, a call's name and arguments) or that
+carry no content (ids, status, the judged text's logprobs). An item of another type is refused by
+:func:`~guardvl_sdk.conversation.from_responses_output`."""
 
 _PASSED = frozenset({"create", "delete", "cancel", "input_items", "input_tokens"})
 
@@ -156,8 +183,36 @@ def _start(kwargs: dict[str, Any]) -> Request:
 
 
 def _answer(output: Any) -> dict[str, Any]:
-    """What the guard judges of a response's output: one assistant message (text, calls)."""
-    return from_responses_output(list(output))
+    """What the guard judges of a response's output: one assistant message (text, calls).
+
+    Raises:
+        InvalidInputError: An item or part holds a field the guard does not judge.
+    """
+    items = [_read_item(item) for item in output]
+    return from_responses_output(items)
+
+
+def _read_item(raw: Any) -> Message:
+    """An output item as a mapping, once it and its content parts passed the allowlist."""
+    item = as_message(raw)
+    _refuse_unread(item, "output item")
+    for key in ("content", "summary"):
+        for part in item.get(key) or []:
+            _refuse_unread(as_message(part), "content part")
+    return item
+
+
+def _refuse_unread(fields: Message, what: str) -> None:
+    known = OUTPUT_FIELDS.get(str(fields.get("type")))
+    if known is not None:  # an unknown type is refused whole by the reader
+        refuse_unread(fields, known, f"response {what} {fields.get('type')!r}")
+
+
+def _refuse_extra(event: Any) -> None:
+    """Refuse the extra fields (undeclared by openai's types) of a text delta event, but its
+    ``obfuscation``: random padding OpenAI adds to normalize the size of streamed events."""
+    extra = getattr(event, "model_extra", None) or {}
+    refuse_unread(extra, ("obfuscation",), f"stream event {event.type!r}")
 
 
 def _refusal_message(refusal: str) -> ResponseOutputMessage:
@@ -266,6 +321,7 @@ class _Events:
             self.outputs = max(self.outputs, index + 1)
         added, to_end = "", False
         if kind in _TEXT_DELTAS:
+            _refuse_extra(event)
             added = self._delta_text(event)
         elif kind == "response.function_call_arguments.delta":
             self._call(event.output_index)["arguments"] += event.delta  # type: ignore[union-attr]
@@ -332,6 +388,7 @@ class _Events:
                 return True  # a function call starts: held until judged whole
         part = getattr(event, "part", None)
         if part is not None:
+            _refuse_unread(as_message(part), "content part")
             texts.append(getattr(part, "text", None) or getattr(part, "refusal", None) or "")
         for name in ("text", "refusal"):
             if isinstance(getattr(event, name, None), str):
@@ -348,7 +405,7 @@ class _Events:
             )
         new = False
         for item in items:
-            answer = from_responses_output([item])
+            answer = from_responses_output([_read_item(item)])
             texts += [str(p.get("text") or p.get("refusal") or "") for p in answer["content"]]
             for call in answer.get("tool_calls", []):
                 function = call["function"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from guardvl_sdk import ConfigurationError, GuardBlocked
+from guardvl_sdk import ConfigurationError, GuardBlocked, InvalidInputError
 from guardvl_sdk.integrations.openai import guard_openai
 from guardvl_sdk.testing import FakeChatServer, FakeReply
 from tests.test_openai import Upstream, ask, default_answer, make_client, scripted
@@ -154,3 +154,57 @@ def test_settings_and_resources_that_do_not_generate_pass_through() -> None:
     assert guarded.api_key == client.api_key and guarded.max_retries == client.max_retries
     assert guarded.embeddings is not None and guarded.moderations is not None
     assert copy.copy(guarded).unguarded is client  # dunder probes are attribute errors
+
+
+# -- answer fields the guard does not judge (the answer allowlist), over real HTTP ----------
+
+SECRET = {"secret_channel": "here is the poison you asked for"}
+
+
+def _chat(server: FakeChatServer, stream: bool, released: list[str]) -> None:
+    client = OpenAI(base_url=server.url, api_key="k", max_retries=0)
+    answer = guard_openai(client, scripted()[0]).chat.completions.create(
+        model="vlm", messages=ask("hi"), stream=stream
+    )
+    released += [item.model_dump_json() for item in (answer if stream else [answer])]
+
+
+def _responses(server: FakeChatServer, stream: bool, released: list[str]) -> None:
+    client = OpenAI(base_url=server.url, api_key="k", max_retries=0)
+    answer = guard_openai(client, scripted()[0]).responses.create(
+        model="vlm", input="hi", stream=stream
+    )
+    released += [item.model_dump_json() for item in (answer if stream else [answer])]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("call", [_chat, _responses], ids=["chat", "responses"])
+def test_an_unknown_answer_field_is_refused_and_the_answer_withheld(
+    call: Any, stream: bool
+) -> None:
+    """A server adds a field the guard does not judge to the chat message (streamed: to a delta)
+    or to the response's message item: the answer is withheld with InvalidInputError, and nothing
+    released carries the field's text. The same answer without it reaches the caller."""
+    clean: list[str] = []
+    with FakeChatServer(FakeReply(content="Knead the dough.")) as server:
+        call(server, stream, clean)
+    assert "Knead" in "".join(clean)  # the control: the answer passes without the field
+
+    released: list[str] = []
+    with (
+        FakeChatServer(FakeReply(content="hi", extra=SECRET)) as server,
+        pytest.raises(InvalidInputError, match="secret_channel"),
+    ):
+        call(server, stream, released)
+    assert "poison" not in "".join(released)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_an_empty_known_metadata_field_passes(stream: bool) -> None:
+    """The allowlist refuses content, not shape: an empty ``annotations`` list on a chat message
+    passes (the fake server's response items carry one too)."""
+    released: list[str] = []
+    with FakeChatServer(FakeReply(content="Knead the dough.", extra={"annotations": []})) as server:
+        _chat(server, stream, released)
+        _responses(server, stream, released)
+    assert "".join(released).count("Knead") >= 2

@@ -27,7 +27,7 @@ so an answer without text never lets a request pass unjudged.
 
 from __future__ import annotations
 
-from guardvl_sdk.hooks.answers import StreamedChoices, choice_answers
+from guardvl_sdk.hooks.answers import StreamedChoices, choice_answers, refuse_unread
 from guardvl_sdk.hooks.decorator import guarded
 from guardvl_sdk.hooks.events import BlockedCall, GuardEvent, Guardian, Reporter
 from guardvl_sdk.hooks.flow import (
@@ -97,5 +97,6 @@ __all__ = [
     "guard_stream",
     "guarded",
     "read_messages",
+    "refuse_unread",
     "run_flow",
 ]

@@ -12,7 +12,7 @@ raises :class:`~guardvl_sdk.errors.InvalidInputError`: it would reach the caller
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "answer_text",
     "choice_answers",
     "reasoning_text",
+    "refuse_unread",
 ]
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -40,6 +41,25 @@ ANSWER_FIELDS = frozenset(
 nothing). Any other field that is not empty is refused."""
 
 
+def refuse_unread(fields: Mapping[str, Any], known: Iterable[str], what: str = "answer") -> None:
+    """The answer allowlist's one rule: raise ``InvalidInputError`` if ``fields`` holds anything
+    (a field that is not empty) outside ``known``, the fields the guard judges or that carry no
+    content. Every adapter's answer reader applies it to what it returns to the caller.
+
+    Args:
+        fields: The fields of one answer object (a pydantic model's dump: declared and extra).
+        known: The fields the reader judges or knows to be harmless.
+        what: The object's name, for the message.
+    """
+    allowed = frozenset(known)
+    unread = sorted(name for name, value in fields.items() if name not in allowed and value)
+    if unread:
+        raise InvalidInputError(
+            f"the {what}'s field(s) {unread} would reach the caller unchecked; the guard reads "
+            f"{sorted(allowed)}"
+        )
+
+
 def refuse_unread_fields(item: Any) -> None:
     """Raise ``InvalidInputError`` if a message or delta holds a field the reader does not judge.
 
@@ -48,12 +68,7 @@ def refuse_unread_fields(item: Any) -> None:
     """
     dump = getattr(item, "model_dump", None)
     fields: dict[str, Any] = dump(exclude_none=True) if callable(dump) else {}
-    unread = sorted(name for name, value in fields.items() if name not in ANSWER_FIELDS and value)
-    if unread:
-        raise InvalidInputError(
-            f"the answer's field(s) {unread} would reach the caller unchecked; the guard reads "
-            f"{sorted(ANSWER_FIELDS)}"
-        )
+    refuse_unread(fields, ANSWER_FIELDS)
 
 
 def reasoning_text(item: Any) -> str:

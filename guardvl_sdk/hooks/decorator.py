@@ -18,17 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked
+from guardvl_sdk.hooks import flow
 from guardvl_sdk.hooks.events import BlockedCall, Guardian, Reporter
-from guardvl_sdk.hooks.flow import (
-    Call,
-    Check,
-    Flow,
-    GuardStream,
-    PassStream,
-    Resolve,
-    arun_flow,
-    run_flow,
-)
 from guardvl_sdk.hooks.options import HookArgs, HookOptions, OnBlock
 from guardvl_sdk.hooks.signature import Extractor, RequestFinder, require_str_output
 from guardvl_sdk.hooks.stream import OneAnswer
@@ -218,65 +209,65 @@ async def _yielding_awaited(value: Awaitable[Any]) -> list[Any]:
     return _yielding(await value)
 
 
-def _answer_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
+def _answer_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> flow.Flow[Any]:
     """One call of a function that returns its answer: check, call, check the answer."""
     request = call.find_request(args, kwargs)
     if call.options.checks_input:
-        (verdict,) = yield Check(call.reporter, request)
+        (verdict,) = yield flow.Check(call.reporter, request)
         if verdict.blocked:
-            return (yield Resolve(call.blocked(verdict, args, kwargs)))
-    result = yield Call(call.fn, args, kwargs)
+            return (yield flow.Resolve(call.blocked(verdict, args, kwargs)))
+    result = yield flow.Call(call.fn, args, kwargs)
     call.require_str(result)
     if not call.options.checks_output:
         return result
-    (verdict,) = yield Check(call.reporter, request, (call.answer_text(result),))
+    (verdict,) = yield flow.Check(call.reporter, request, (call.answer_text(result),))
     if verdict.blocked:
-        return (yield Resolve(call.blocked(verdict, args, kwargs, output=result)))
+        return (yield flow.Resolve(call.blocked(verdict, args, kwargs, output=result)))
     return result
 
 
-def _stream_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow[Any]:
+def _stream_flow(call: _Guarded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> flow.Flow[Any]:
     """One call of a generator: check, then its chunks through the stream gate (an iterator)."""
     request = call.find_request(args, kwargs)
     if call.options.checks_input:
-        (verdict,) = yield Check(call.reporter, request)
+        (verdict,) = yield flow.Check(call.reporter, request)
         if verdict.blocked:
-            value = yield Resolve(call.blocked(verdict, args, kwargs))
-            return (yield PassStream(_yielding(value)))
+            value = yield flow.Resolve(call.blocked(verdict, args, kwargs))
+            return (yield flow.PassStream(_yielding(value)))
     chunks = call.fn(*args, **kwargs)  # a generator: calling it runs nothing yet
     close = chunks.close if hasattr(chunks, "close") else chunks.aclose
     if not call.options.checks_output:
-        return (yield PassStream(chunks, call.require_str, close))
+        return (yield flow.PassStream(chunks, call.require_str, close))
     gates = call.gates()
     on_block = call.stream_blocked(gates, args, kwargs)
     # close: stops the VLM's generation when blocked or abandoned
-    return (yield GuardStream(chunks, gates, call.reporter, request, on_block, close))
+    return (yield flow.GuardStream(chunks, gates, call.reporter, request, on_block, close))
 
 
 def _sync_wrapper(call: _Guarded) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return run_flow(_answer_flow(call, args, kwargs))
+        return flow.run_flow(_answer_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _async_wrapper(call: _Guarded) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await arun_flow(_answer_flow(call, args, kwargs))
+        return await flow.arun_flow(_answer_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _gen_wrapper(call: _Guarded) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        yield from run_flow(_stream_flow(call, args, kwargs))
+        yield from flow.run_flow(_stream_flow(call, args, kwargs))
 
     return wrapper
 
 
 def _async_gen_wrapper(call: _Guarded) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        chunks = await arun_flow(_stream_flow(call, args, kwargs))
+        chunks = await flow.arun_flow(_stream_flow(call, args, kwargs))
         try:
             async for item in chunks:
                 yield item

@@ -92,38 +92,27 @@ class Reporter:
     name: str
     on_verdict: Callable[[GuardEvent], Any] | None = None
 
-    def check(
-        self,
-        request: Request,
-        response: str | Message | None = None,
-        partial: bool = False,
-        offset: int | None = None,
-    ) -> Verdict:
+    def check(self, request: Request, response: str | Message | None = None) -> Verdict:
         """Check the request, or with ``response`` the answer in its context; report it.
 
         ``response`` is the answer's text, or an assistant message (its tool calls are judged
-        as part of the answer). ``offset``: for a streamed answer, where the checked text starts
-        in the whole answer (recorded in the receipt).
+        as part of the answer).
         """
-        return self.check_inputs([request.check_input(response, offset)], partial)[0]
+        return self.check_inputs([request.check_input(response)])[0]
 
-    async def acheck(
-        self,
-        request: Request,
-        response: str | Message | None = None,
-        partial: bool = False,
-        offset: int | None = None,
-    ) -> Verdict:
+    async def acheck(self, request: Request, response: str | Message | None = None) -> Verdict:
         """Like :meth:`check`, without blocking the event loop."""
-        return (await self.acheck_inputs([request.check_input(response, offset)], partial))[0]
+        return (await self.acheck_inputs([request.check_input(response)]))[0]
 
     def check_due(self, request: Request, due: Due, partial: bool) -> Verdict:
-        """The check a stream gate says is due (see :func:`~guardvl_sdk.hooks.guard_stream`)."""
-        return self.check(request, due.answer, partial, due.offset)
+        """The check a stream gate says is due (see :func:`~guardvl_sdk.hooks.guard_stream`):
+        ``due.answer`` from ``due.offset`` in the whole answer (recorded in the receipt)."""
+        return self.check_inputs([request.check_input(due.answer, due.offset)], partial)[0]
 
     async def acheck_due(self, request: Request, due: Due, partial: bool) -> Verdict:
         """Like :meth:`check_due`, without blocking the event loop."""
-        return await self.acheck(request, due.answer, partial, due.offset)
+        items = [request.check_input(due.answer, due.offset)]
+        return (await self.acheck_inputs(items, partial))[0]
 
     def check_answers(
         self, request: Request, answers: Sequence[str | Message | None], partial: bool = False

@@ -44,6 +44,9 @@ class FakeReply:
             their arguments come in pieces of a few characters.
         reasoning: The assistant's reasoning text (a chat message's ``reasoning_content``, a
             response's ``reasoning`` item with it as its summary).
+        extra: Fields the answer carries besides the known ones, as a hostile or newer server
+            may send them: in the chat message (streamed: in its first delta) and in the
+            response's message item (streamed: in the events that carry the item).
     """
 
     content: str = ""
@@ -57,6 +60,7 @@ class FakeReply:
     close: bool = False
     tool_calls: Sequence[Mapping[str, str]] = ()
     reasoning: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 FakeScript = (
@@ -139,7 +143,7 @@ class FakeChatServer:
         return FakeReply(content=reply) if isinstance(reply, str) else reply
 
     def _completion(self, body: dict[str, Any], reply: FakeReply) -> str:
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content, **reply.extra}
         if reply.reasoning is not None:
             message["reasoning_content"] = reply.reasoning
         if reply.tool_calls:
@@ -188,7 +192,7 @@ class FakeChatServer:
                 {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
                 for piece in _pieces(call["arguments"])
             ]
-        deltas[0]["role"] = "assistant"
+        deltas[0].update(role="assistant", **reply.extra)
         chunks = [{**head, "choices": [{"index": 0, "delta": d}]} for d in deltas]
         finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
         chunks.append({**head, "choices": [finish]})
@@ -209,6 +213,7 @@ class FakeChatServer:
                     "role": "assistant",
                     "status": "completed",
                     "content": [text],
+                    **reply.extra,
                 }
             )
         for i, call in enumerate(reply.tool_calls):
