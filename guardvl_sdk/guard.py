@@ -1,7 +1,9 @@
 """Guard: checks requests and responses with a guard model and decides what may pass.
 
-One module over 400 lines on purpose: ``Guard``'s documented options, its three factories and the
-check pipeline (cache, memory, audit); the pure steps of a check are :mod:`guardvl_sdk.steps`.
+One module over 400 lines on purpose: ``Guard``'s documented options (and ``GuardOptions``, their
+type for the factories that pass them on), its three factories and the check pipeline (cache,
+memory, audit); the pure steps of a check are :mod:`guardvl_sdk.steps`. Most of its length is the
+documentation of the options, beside the code that takes them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ if TYPE_CHECKING:
     from guardvl_sdk.config import GuardConfig
     from guardvl_sdk.integrations.langchain import GuardRunnable
 
-__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "CheckInput", "Guard", "OnError", "Unreadable"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEMO_MODEL",
+    "CheckInput",
+    "Guard",
+    "GuardOptions",
+    "OnError",
+    "ServerOptions",
+    "Unreadable",
+]
 
 logger = logging.getLogger("guardvl_sdk")
 

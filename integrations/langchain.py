@@ -55,7 +55,9 @@ from guardvl_sdk.hooks import (
     guard_stream,
     run_flow,
 )
-from guardvl_sdk.integrations.langchain_messages import (
+from guardvl_sdk.verdict import Verdict
+
+from .langchain_messages import (
     answer_text,
     chunk_text,
     judged_answer,
@@ -63,8 +65,7 @@ from guardvl_sdk.integrations.langchain_messages import (
     read_request,
     streamed_answer,
 )
-from guardvl_sdk.integrations.langchain_runnable import GuardRunnable, Stage
-from guardvl_sdk.verdict import Verdict
+from .langchain_runnable import GuardRunnable, Stage
 
 __all__ = [
     "GuardRunnable",

@@ -47,8 +47,9 @@ from guardvl_sdk.hooks import (
     arun_flow,
     run_flow,
 )
-from guardvl_sdk.integrations.langchain_messages import judged_answer, openai_chat
 from guardvl_sdk.verdict import Verdict
+
+from .langchain_messages import judged_answer, openai_chat
 
 __all__ = ["GuardMiddleware"]
 

@@ -27,8 +27,9 @@ from guardvl_sdk.conversation import Message
 from guardvl_sdk.errors import ConfigurationError, GuardBlocked, GuardVLError
 from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import Flow, GuardEvent, HookOptions, Reporter, Request, arun_flow, run_flow
-from guardvl_sdk.integrations.langchain_messages import output_answer, read_request
 from guardvl_sdk.verdict import Verdict
+
+from .langchain_messages import output_answer, read_request
 
 __all__ = ["GuardRunnable", "Requests", "Stage"]
 

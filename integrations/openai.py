@@ -62,12 +62,13 @@ from guardvl_sdk.hooks import (
     read_messages,
     run_flow,
 )
-from guardvl_sdk.integrations.openai_streams import (
+from guardvl_sdk.verdict import Verdict
+
+from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
 )
-from guardvl_sdk.verdict import Verdict
 
 if TYPE_CHECKING:
     from typing import Self, Unpack

@@ -69,14 +69,14 @@ from guardvl_sdk.hooks import (
     refuse_unread,
     run_flow,
 )
-from guardvl_sdk.integrations.openai_streams import (
+from guardvl_sdk.verdict import Verdict
+
+from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
+from .openai_streams import (
     AsyncGuardedStream,
     GuardedStream,
     refuse_unknown_fields,
 )
-from guardvl_sdk.verdict import Verdict
-
-from .openai_create import GuardedCreate  # relative: mypy reads integrations/ as it lies
 
 __all__ = ["FORWARDED", "AsyncResponses", "Responses"]
 
