@@ -43,6 +43,7 @@ from guardvl_sdk.guard import Guard
 from guardvl_sdk.hooks import (
     DEFAULT_REFUSAL,
     CheckMode,
+    Due,
     Flow,
     GuardEvent,
     HookOptions,
@@ -75,6 +76,13 @@ __all__ = [
     "openai_chat",
     "read_request",
 ]
+
+_StreamGate = tuple[
+    OneAnswer[AIMessageChunk, ChatGenerationChunk],
+    Callable[[Due, bool], Any],  # the check (a verdict, or its awaitable)
+    Callable[[Verdict, int], list[ChatGenerationChunk]],  # on_block
+]
+"""What a stream driver needs besides the chunks (see :meth:`GuardedChatModel._gate`)."""
 
 CONTENT_FILTER = "content_filter"
 """The ``finish_reason`` of a refusal that replaced a blocked answer (the OpenAI convention)."""
@@ -288,14 +296,14 @@ class GuardedChatModel(BaseChatModel):
             )
         )
 
-    def _gate(self, request: Request, aio: bool) -> tuple[Any, Any, Any]:
+    def _gate(self, request: Request, aio: bool) -> _StreamGate:
         """What a stream driver needs besides the chunks: the gates (tool-call chunks held from
         the first on, judged whole by the final check), the check, and ``on_block`` (the withheld
         output is all the text so far)."""
         gates: OneAnswer[AIMessageChunk, ChatGenerationChunk] = OneAnswer(
             self._options().stream,
             chunk_text,
-            lambda chunk: ChatGenerationChunk(message=chunk),
+            _generation,
             held=lambda chunk: bool(chunk.tool_call_chunks),
             answer_of=streamed_answer,
         )
