@@ -130,6 +130,7 @@ def _pieces(message: BaseMessage) -> list[tuple[str, str]]:
             pieces.append(("text", block))
             continue
         block_type = block.get("type") if isinstance(block, Mapping) else None
+        _check_block(block, "the answer's content block", "the caller")
         if block_type in _TOOL_CALL_BLOCKS:
             continue
         if block_type not in _TEXT_BLOCKS:
@@ -266,24 +267,31 @@ def _check_sent_fields(message: Any, where: str) -> None:
             f"{where}: additional_kwargs {sent} would reach the model unchecked"
         )
     for n, block in enumerate(content if isinstance(content, list) else []):
-        if not isinstance(block, Mapping) or block.get("type") not in _BLOCK_KEYS:
-            continue
-        known = _BLOCK_KEYS[block["type"]] | _BLOCK_METADATA
-        unknown = sorted(
-            key for key, value in block.items() if key not in known and _non_empty(value)
+        _check_block(block, f"{where}.content[{n}]", "the model")
+
+
+def _check_block(block: Any, where: str, reaches: str) -> None:
+    """Refuse a content block of a listed type with a non-empty key the guard does not read.
+
+    Raises:
+        InvalidInputError: Such a key (named, with the keys the guard reads).
+    """
+    if not isinstance(block, Mapping) or block.get("type") not in _BLOCK_KEYS:
+        return
+    known = _BLOCK_KEYS[block["type"]] | _BLOCK_METADATA
+    unknown = sorted(key for key, value in block.items() if key not in known and _non_empty(value))
+    url = block.get("image_url")
+    if block["type"] == "image_url" and isinstance(url, Mapping):
+        unknown += [
+            f"image_url.{key}"
+            for key, value in url.items()
+            if key not in _IMAGE_URL_KEYS and _non_empty(value)
+        ]
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: the {block['type']!r} block's field(s) {unknown} would reach {reaches} "
+            f"unchecked; the guard reads {sorted(known)}"
         )
-        url = block.get("image_url")
-        if block["type"] == "image_url" and isinstance(url, Mapping):
-            unknown += [
-                f"image_url.{key}"
-                for key, value in url.items()
-                if key not in _IMAGE_URL_KEYS and _non_empty(value)
-            ]
-        if unknown:
-            raise InvalidInputError(
-                f"{where}.content[{n}]: the {block['type']!r} block's field(s) {unknown} would "
-                f"reach the model unchecked; the guard reads {sorted(known)}"
-            )
 
 
 def _non_empty(value: Any) -> bool:

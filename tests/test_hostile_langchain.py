@@ -89,8 +89,21 @@ def test_the_guard_sees_the_reasoning_then_the_text() -> None:
         (AIMessage(content=[{"type": "a-block-of-2027", "text": "x"}]), "a-block-of-2027"),
         (AIMessage(content="ok", additional_kwargs={"audio": {"data": "AAAA"}}), "audio"),
         (AIMessage(content="ok", additional_kwargs={"thoughts": "poison"}), "thoughts"),
+        (
+            AIMessage(content=[{"type": "text", "text": "ok", "annotations": [{"t": "poison"}]}]),
+            "annotations",
+        ),
+        (AIMessage(content=[{"type": "thinking", "thinking": "a", "extras": "poison"}]), "extras"),
     ],
-    ids=["redacted", "image", "unknown-block", "audio", "unknown-kwarg"],
+    ids=[
+        "redacted",
+        "image",
+        "unknown-block",
+        "audio",
+        "unknown-kwarg",
+        "text-key",
+        "thinking-key",
+    ],
 )
 def test_an_answer_part_the_guard_cannot_read_is_refused(answer: AIMessage, named: str) -> None:
     with pytest.raises(InvalidInputError, match=named):
