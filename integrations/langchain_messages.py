@@ -4,7 +4,9 @@
 of prompt variables) through ``convert_to_openai_messages`` and the middleware's reader: every
 role, the text and image parts (base64 ``data:`` URLs, LangChain's standard image blocks;
 ``http(s)`` URLs only where the guard fetches images). A part the guard cannot read (audio,
-files) raises :class:`~guardvl_sdk.errors.InvalidInputError` rather than pass unchecked.
+files) raises :class:`~guardvl_sdk.errors.InvalidInputError` rather than pass unchecked, and so
+does any other field a chat model would receive (a long ``name``, a human message's
+``additional_kwargs``, an unknown key in a content block): an allowlist.
 
 :func:`answer_text` / :func:`judged_answer` read what an AI message returns to its caller, its
 reasoning included, with an allowlist of blocks and ``additional_kwargs``; :func:`chunk_text` and
@@ -16,6 +18,7 @@ reasoning included, with an allowlist of blocks and ``additional_kwargs``; :func
 # ruff: noqa: E402  (the extra is checked before the imports that need it)
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,27 +180,120 @@ def openai_chat(messages: Sequence[Any]) -> list[dict[str, Any]]:
 
     ``convert_to_openai_messages`` drops what it does not know, so a dict message with a field
     the reader does not know is refused here first, and an AI message's reasoning (blocks or
-    ``additional_kwargs``) is kept as its text (see :func:`answer_text`).
+    ``additional_kwargs``) is kept as its text (see :func:`answer_text`); any other field a chat
+    model would receive is read or refused (see ``_check_sent_fields``).
 
     Raises:
         InvalidInputError: A field, block or message the guard cannot read.
     """
     chat: list[dict[str, Any]] = []
-    for message in messages:
+    for index, message in enumerate(messages):
         if isinstance(message, Mapping):
             unknown = sorted(set(message) - MESSAGE_KEYS - {"type"})
             if unknown:
                 raise InvalidInputError(
                     f"cannot check the message field(s) {unknown}; known: {sorted(MESSAGE_KEYS)}"
                 )
+        _check_sent_fields(message, f"messages[{index}]")
         try:  # a list of one: a tuple is a message, and one message may become several
             converted = [dict(m) for m in convert_to_openai_messages([message])]
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise InvalidInputError(f"cannot read the messages: {exc}") from exc
         if isinstance(message, AIMessage) and _has_reasoning_or_extras(message):
             converted[0]["content"] = answer_text(message)
+        if isinstance(message, AIMessage) and message.invalid_tool_calls:
+            # Dropped by convert_to_openai_messages, sent by chat models as tool calls: judged.
+            converted[0]["tool_calls"] = [
+                *converted[0].get("tool_calls", []),
+                *(_as_openai_call(call) for call in message.invalid_tool_calls),
+            ]
         chat += converted
     return chat
+
+
+# What a chat model receives of a request message beyond what the guard renders, allowlisted.
+# A message's name is metadata OpenAI forwards, allowed only within OpenAI's own limit (so it
+# cannot carry a sentence); additional_kwargs of a non-AI message are refused when non-empty
+# (an AI message's are read by answer_text); id, response_metadata, usage_metadata, a tool
+# result's artifact and status are not sent to the model. In a content block, every key is one
+# the guard reads or short metadata (keys of the block types below); any other non-empty key
+# is refused. Block types not listed are left to the reader, which refuses what it cannot read.
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_BLOCK_METADATA = frozenset({"type", "id", "index"})
+_BLOCK_KEYS = {
+    "text": {"text"},
+    "input_text": {"text"},
+    "output_text": {"text"},
+    "refusal": {"refusal"},
+    "image_url": {"image_url"},
+    "input_image": {"image_url", "detail"},
+    "image": {"source_type", "data", "base64", "url", "mime_type", "file_id"},
+    "thinking": {"thinking", "signature"},
+    "reasoning": {"reasoning", "summary"},
+    "tool_use": {"name", "input"},
+    "tool_call": {"name", "args"},
+    "tool_call_chunk": {"name", "args"},
+}
+_IMAGE_URL_KEYS = frozenset({"url", "detail"})
+
+
+def _check_sent_fields(message: Any, where: str) -> None:
+    """Refuse a field of a request message that the model would receive and the guard would not
+    read: a name beyond OpenAI's limit, a non-AI message's additional_kwargs, an unknown key in
+    a content block (see the allowlist above).
+
+    Raises:
+        InvalidInputError: Such a field, non-empty.
+    """
+    name: Any
+    content: Any
+    extras: Mapping[str, Any]
+    if isinstance(message, BaseMessage):
+        name, content = message.name, message.content
+        extras = {} if isinstance(message, AIMessage) else message.additional_kwargs
+    elif isinstance(message, Mapping):
+        name, content, extras = message.get("name"), message.get("content"), {}
+    else:  # a (role, text) tuple or a str: nothing but its text
+        return
+    if name is not None and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
+        raise InvalidInputError(
+            f"{where}: a message name must be 1-64 characters of A-Z a-z 0-9 _ - "
+            f"(OpenAI's limit), not {name!r:.80}"
+        )
+    sent = sorted(key for key, value in extras.items() if _non_empty(value))
+    if sent:
+        raise InvalidInputError(
+            f"{where}: additional_kwargs {sent} would reach the model unchecked"
+        )
+    for n, block in enumerate(content if isinstance(content, list) else []):
+        if not isinstance(block, Mapping) or block.get("type") not in _BLOCK_KEYS:
+            continue
+        known = _BLOCK_KEYS[block["type"]] | _BLOCK_METADATA
+        unknown = sorted(
+            key for key, value in block.items() if key not in known and _non_empty(value)
+        )
+        url = block.get("image_url")
+        if block["type"] == "image_url" and isinstance(url, Mapping):
+            unknown += [
+                f"image_url.{key}"
+                for key, value in url.items()
+                if key not in _IMAGE_URL_KEYS and _non_empty(value)
+            ]
+        if unknown:
+            raise InvalidInputError(
+                f"{where}.content[{n}]: the {block['type']!r} block's field(s) {unknown} would "
+                f"reach the model unchecked; the guard reads {sorted(known)}"
+            )
+
+
+def _non_empty(value: Any) -> bool:
+    return value is not None and value != "" and value != {} and value != []
+
+
+def _as_openai_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    """An invalid tool call (its arguments as the model wrote them) as an OpenAI tool call."""
+    function = {"name": call.get("name") or "", "arguments": call.get("args") or ""}
+    return {"type": "function", "id": call.get("id"), "function": function}
 
 
 def _has_reasoning_or_extras(message: AIMessage) -> bool:

@@ -13,15 +13,23 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableLambda
+from pydantic import Field
 
 from guardvl_sdk import GuardBlocked, InvalidInputError
 from guardvl_sdk.integrations.langchain import GuardedChatModel, answer_text, read_request
 from guardvl_sdk.integrations.langchain_agents import GuardMiddleware
 from tests.test_hooks import transcript
-from tests.test_langchain import answering, fake_model, scripted, seen
+from tests.test_langchain import answering, fake_model, png_url, scripted, seen
 
 THINKING = [
     {"type": "thinking", "thinking": "the poison recipe is", "signature": "sig"},
@@ -159,3 +167,113 @@ def test_a_message_dict_with_a_field_the_guard_does_not_read_is_refused() -> Non
     messages = [{"role": "user", "content": "hi", "question": "plan an attack"}]
     with pytest.raises(InvalidInputError, match="question"):
         guard.as_runnable().invoke(messages)
+
+
+# -- the request side: every field a chat model receives is judged or refused ---------------
+
+
+class Recording(BaseChatModel):
+    """A chat model that records every list of messages it receives, then answers "Sure."."""
+
+    received: list[list[BaseMessage]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "recording-fake"
+
+    def _generate(self, messages: list[BaseMessage], *a: Any, **k: Any) -> ChatResult:
+        self.received.append(list(messages))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="Sure."))])
+
+
+HARMFUL = "plan an attack"  # the scripted guard labels a request holding "attack" harmful
+REFUSED = r"unchecked|OpenAI's limit"  # the refusal of a field the guard does not read
+CALL = {"type": "tool_call", "id": "c1", "name": "search", "args": {"q": "bread"}}
+HOSTILE_FIELDS = {
+    "human-name": [HumanMessage("hi", name=HARMFUL)],
+    "human-name-too-long": [HumanMessage("hi", name="x" * 65)],
+    "human-kwargs": [HumanMessage("hi", additional_kwargs={"secret": HARMFUL})],
+    "system-kwargs": [SystemMessage("Be brief.", additional_kwargs={"x": HARMFUL}), "hi"],
+    "tool-kwargs": [
+        HumanMessage("hi"),
+        AIMessage("", tool_calls=[CALL]),
+        ToolMessage("bread", tool_call_id="c1", additional_kwargs={"x": HARMFUL}),
+    ],
+    "text-block-key": [HumanMessage([{"type": "text", "text": "hi", "secret": HARMFUL}])],
+    "image-url-key": [
+        HumanMessage([{"type": "image_url", "image_url": {"url": png_url(), "alt": HARMFUL}}, "hi"])
+    ],
+    "image-block-extras": [
+        HumanMessage([{"type": "image", "url": png_url(), "extras": {"alt": HARMFUL}}, "hi"])
+    ],
+    "ai-history-block-key": [
+        HumanMessage("hi"),
+        AIMessage([{"type": "text", "text": "Sure.", "annotations": [{"title": HARMFUL}]}]),
+        HumanMessage("and?"),
+    ],
+    "dict-part-key": [{"role": "user", "content": [{"type": "text", "text": "hi", "x": HARMFUL}]}],
+}
+
+
+def _chat(messages: list[Any]) -> list[Any]:
+    return [HumanMessage(m) if isinstance(m, str) else m for m in messages]
+
+
+@pytest.mark.parametrize("messages", HOSTILE_FIELDS.values(), ids=HOSTILE_FIELDS.keys())
+def test_a_request_field_the_guard_does_not_read_is_refused_before_the_model(
+    messages: list[Any],
+) -> None:
+    guard, backend = scripted()
+    model = Recording()
+    with pytest.raises(InvalidInputError, match=REFUSED):
+        GuardedChatModel(model, guard).invoke(_chat(messages))
+    with pytest.raises(InvalidInputError, match=REFUSED):
+        (guard.as_runnable() | model).invoke(_chat(messages))
+    agent = create_agent(model, tools=[], middleware=[GuardMiddleware(guard)])
+    with pytest.raises(InvalidInputError, match=REFUSED):
+        agent.invoke({"messages": _chat(messages)})
+    assert model.received == [] and backend.prompts == []  # nothing sent, nothing judged
+
+
+def test_an_invalid_tool_call_in_the_history_is_judged() -> None:
+    """A model's malformed tool call is sent back to the model by chat models: the guard reads
+    its arguments as written (convert_to_openai_messages drops it)."""
+    guard, backend = scripted()
+    model = Recording()
+    bad = {"type": "invalid_tool_call", "id": "c1", "name": "search", "args": HARMFUL}
+    history = [HumanMessage("hi"), AIMessage("", invalid_tool_calls=[bad]), HumanMessage("ok?")]
+    with pytest.raises(GuardBlocked):
+        GuardedChatModel(model, guard).invoke(history)
+    assert HARMFUL in transcript(backend.prompts[0])[0] and model.received == []
+
+
+def test_normal_messages_with_metadata_still_pass() -> None:
+    guard, backend = scripted()
+    model = Recording()
+    chat = [
+        SystemMessage("Be brief.", id="s1"),
+        HumanMessage(
+            [
+                {"type": "text", "text": "what is this?", "id": "b1"},
+                {"type": "image_url", "image_url": {"url": png_url(), "detail": "low"}},
+                {"type": "image", "base64": png_url().split(",")[1], "mime_type": "image/png"},
+            ],
+            name="alice_01",
+            id="h1",
+            additional_kwargs={"unused": None},
+        ),
+        AIMessage(
+            [{"type": "thinking", "thinking": "A photo.", "signature": "sig", "index": 0}, "Red."],
+            tool_calls=[CALL],
+            response_metadata={"model": "x"},
+            usage_metadata={"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+            name="assistant",
+        ),
+        ToolMessage("bread", tool_call_id="c1", name="search", artifact={"raw": 1}),
+        HumanMessage("thanks"),
+    ]
+    assert GuardedChatModel(model, guard).invoke(chat).content == "Sure."
+    assert model.received[0] == chat and len(backend.prompts) == 2  # request and answer judged
+    assert (guard.as_runnable() | model).invoke(chat).content == "Sure."
+    agent = create_agent(model, tools=[], middleware=[GuardMiddleware(guard)])
+    assert agent.invoke({"messages": chat})["messages"][-1].content == "Sure."
