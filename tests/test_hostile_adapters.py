@@ -208,3 +208,27 @@ def test_an_empty_known_metadata_field_passes(stream: bool) -> None:
         _chat(server, stream, released)
         _responses(server, stream, released)
     assert "".join(released).count("Knead") >= 2
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"refusal": "here is the poison you asked for"},
+        {"function_call": {"name": "send", "arguments": '{"text": "the poison you asked for"}'}},
+    ],
+    ids=["refusal", "legacy-function-call"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_refusal_and_a_legacy_function_call_are_judged(
+    field: dict[str, Any], stream: bool
+) -> None:
+    """``message.refusal`` and the legacy ``message.function_call`` are text the caller gets: they
+    are judged as the answer (both were known to the allowlist but unread in a whole answer)."""
+    released: list[str] = []
+    with (
+        FakeChatServer(FakeReply(content="hi", extra=field)) as server,
+        pytest.raises(GuardBlocked) as blocked,
+    ):
+        _chat(server, stream, released)
+    assert blocked.value.verdict.stage == "output"
+    assert "poison" not in "".join(released)

@@ -4,7 +4,8 @@ The one reader of chat-completion answers, for every adapter that receives them 
 client, LiteLLM): objects with the OpenAI shape (``choice.message``, ``choice.delta``), read by
 attribute, so any library's types with that shape are read alike. What a choice returns to its
 caller is judged: its reasoning (``reasoning_content``, ``reasoning``: a reasoning model's
-thoughts are output too), its text, a streamed refusal, and its tool calls' names and arguments.
+thoughts are output too), its text, its refusal, and its tool calls' names and arguments (the
+legacy ``function_call`` too).
 
 THE ANSWER ALLOWLIST: a message or delta field outside :data:`ANSWER_FIELDS` that holds anything
 raises :class:`~guardvl_sdk.errors.InvalidInputError`: it would reach the caller unjudged.
@@ -86,15 +87,34 @@ def reasoning_text(item: Any) -> str:
 
 
 def answer_text(message: Any) -> str:
-    """What the guard checks of one answer: its reasoning (thoughts are output too), its text.
+    """What the guard checks of one answer's text: its reasoning (thoughts are output too), its
+    content and its refusal (the caller gets all three), in that order, as a stream sends them.
 
     Raises:
         InvalidInputError: The message holds a field the reader does not judge.
     """
     refuse_unread_fields(message)
-    reasoning = reasoning_text(message)
-    content = getattr(message, "content", None) or ""
-    return f"{reasoning}\n\n{content}" if reasoning else content
+    texts = (reasoning_text(message), getattr(message, "content", None), _refusal(message))
+    return "\n\n".join(text for text in texts if text)
+
+
+def _refusal(message: Any) -> str:
+    refusal = getattr(message, "refusal", None)
+    return refusal if isinstance(refusal, str) else ""
+
+
+def _calls(message: Any) -> list[dict[str, Any]]:
+    """A message's tool calls as the guard judges them: each one's id, type, name and arguments;
+    the legacy single ``function_call`` as one more."""
+    calls = [
+        call.model_dump(include={"id", "type", "function"})
+        for call in getattr(message, "tool_calls", None) or []
+    ]
+    legacy = getattr(message, "function_call", None)
+    if legacy is not None:
+        function = {"name": legacy.name or "", "arguments": legacy.arguments or ""}
+        calls.append({"id": None, "type": "function", "function": function})
+    return calls
 
 
 def choice_answers(choices: Iterable[Any]) -> dict[int, str | dict[str, Any]]:
@@ -107,16 +127,11 @@ def choice_answers(choices: Iterable[Any]) -> dict[int, str | dict[str, Any]]:
     answers: dict[int, str | dict[str, Any]] = {}
     for choice in choices:
         message = choice.message
-        text = answer_text(message)
-        calls = getattr(message, "tool_calls", None) or []
+        text, calls = answer_text(message), _calls(message)
         if not calls:
             answers[choice.index or 0] = text
             continue
-        answers[choice.index or 0] = {
-            "role": "assistant",
-            "content": text,
-            "tool_calls": [call.model_dump(include={"id", "type", "function"}) for call in calls],
-        }
+        answers[choice.index or 0] = {"role": "assistant", "content": text, "tool_calls": calls}
     return answers
 
 
