@@ -76,6 +76,22 @@ _MARKER_RE = re.compile(
 
 _URL_SCHEMES = ("data", "http", "https")  # http(s): fetched only if the guard has fetch_images
 
+# The keys of each content part the reader reads, besides ``type``; a part sent with any other
+# key that is not empty is refused: the VLM would receive it unread (an allowlist). A
+# ``cache_control`` marker (Anthropic's prompt caching, through LiteLLM) instructs the provider's
+# cache and never reaches the model's context.
+_PART_KEYS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("text", "input_text", "output_text"), frozenset({"text"})),
+    "refusal": frozenset({"refusal"}),
+    "image_url": frozenset({"image_url"}),
+    "input_image": frozenset({"image_url", "detail"}),
+    "image": frozenset({"image"}),
+}
+_PART_METADATA = frozenset({"type", "cache_control"})
+_IMAGE_URL_KEYS = frozenset({"url", "detail"})
+# A message's ``name`` is sent to the model unread: only as OpenAI limits it (no sentence fits).
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 
 @dataclass(frozen=True)
 class Part:
@@ -336,7 +352,17 @@ def _read_message(message: Message, index: int) -> list[Part]:
             f"{sorted(_METADATA_KEYS | _CONTENT_KEYS)}"
         )
     role = {"developer": "system", "function": "tool"}.get(given, str(given))
-    tool = message.get("name") if role == "tool" else None
+    tool = message.get("name") if role == "tool" else None  # a tool's name is judged with it
+    name = message.get("name")
+    if (
+        role != "tool"
+        and name is not None
+        and not (isinstance(name, str) and _NAME.fullmatch(name))
+    ):
+        raise InvalidInputError(
+            f"{where}: a message name must be 1-64 characters of A-Z a-z 0-9 _ - (OpenAI's "
+            f"limit; it reaches the model unread), not {name!r:.80}"
+        )
     parts = _read_content(message.get("content"), role, index, where, tool)
     if message.get("refusal") is not None:
         parts.append(Part("text", role, index, text=clean_text(message["refusal"], what=where)))
@@ -364,6 +390,8 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
     parts = []
     for part in content:
         kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in _PART_KEYS:
+            _refuse_unread_keys(part, _PART_KEYS[kind], where)
         if kind in ("text", "input_text", "output_text", "refusal"):
             value = part.get("refusal") if kind == "refusal" else part.get("text")
             parts.append(
@@ -387,6 +415,19 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
                 f"{where}: cannot check a content part of type {kind!r} (text and image parts only)"
             )
     return parts
+
+
+def _refuse_unread_keys(part: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
+    """Refuse a part holding a key the reader does not read (see ``_PART_KEYS``)."""
+    unread = [key for key, value in part.items() if key not in keys | _PART_METADATA and value]
+    url = part.get("image_url") if part.get("type") == "image_url" else None
+    if isinstance(url, Mapping):
+        unread += [f"image_url.{key}" for key, v in url.items() if key not in _IMAGE_URL_KEYS and v]
+    if unread:
+        raise InvalidInputError(
+            f"{where}: the {part['type']!r} part's field(s) {sorted(unread)} would reach the "
+            f"model unchecked; the guard reads {sorted(keys)}"
+        )
 
 
 def _image_url(url: Any, where: str, what: str) -> str:
