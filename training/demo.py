@@ -235,8 +235,9 @@ def build_demo_guard(
 
     require("train", "training the demo guard (it is not cached yet)")
     from guardvl_sdk.testing import build_tiny_model
-    from guardvl_sdk.training.data import to_examples
-    from guardvl_sdk.training.sft import SFTSettings, train_sft
+
+    from .data import to_examples
+    from .sft import SFTSettings, train_sft
 
     if progress:
         print(

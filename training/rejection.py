@@ -22,7 +22,8 @@ from guardvl_sdk.errors import ConfigurationError
 from guardvl_sdk.inputs import DEFAULT_MAX_PIXELS, load_images
 from guardvl_sdk.policy import Policy
 from guardvl_sdk.records import Record
-from guardvl_sdk.training.rewards import safety_score
+
+from .rewards import safety_score
 
 __all__ = ["Keep", "RejectionResult", "rejection_sample", "sampling_backend"]
 
@@ -104,6 +105,7 @@ def rejection_sample(
             for generation in generations[index * k : (index + 1) * k]:
                 if generation.error is not None or not generation.finished:
                     continue
+                assert record.request_label is not None  # every record was checked above
                 formatted, accuracy, _ = safety_score(
                     generation.text,
                     record.request_label,

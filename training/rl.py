@@ -32,7 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from guardvl_sdk.errors import ConfigurationError
 from guardvl_sdk.policy import Policy
@@ -232,7 +232,7 @@ class RLSettings(StageSettings):
     @property
     def length_beta(self) -> float:
         """The length cut-off: ``length_cutoff``, else 1/6 with ``eco``, else 1."""
-        from guardvl_sdk.training.rewards import ECO_BETA, STANDARD_BETA
+        from .rewards import ECO_BETA, STANDARD_BETA
 
         if self.length_cutoff is not None:
             return float(self.length_cutoff)
@@ -273,7 +273,7 @@ def rl_dataset(records: Sequence[Record], policy: Policy) -> Dataset:
     """
     from datasets import Dataset, Image, List
 
-    from guardvl_sdk.training.data import to_examples
+    from .data import to_examples
 
     examples = to_examples(records, policy, label_only=True)
     rows = [
@@ -372,7 +372,7 @@ def build_rl_trainer(
     (weight 0) as ``rewards/accuracy_reward/mean`` and ``rewards/format_reward/mean``. The clip
     range is logged as ``clip_epsilon``; every log line is appended to ``OUTPUT/rl_log.jsonl``.
     """
-    from guardvl_sdk.training.rewards import guard_rewards
+    from .rewards import guard_rewards
 
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"  # generation pads on the left
@@ -383,14 +383,17 @@ def build_rl_trainer(
     schedule = clip_callback(settings.clip_schedule, settings.clip_epsilon)
     from .grpo_patch import GuardGRPOTrainer
 
+    rewards = guard_rewards(
+        policy,
+        max_length=settings.max_completion_length,
+        count_tokens=count_tokens,
+        beta=settings.length_beta,
+    )
     trainer = GuardGRPOTrainer(
         model=model,
-        reward_funcs=guard_rewards(
-            policy,
-            max_length=settings.max_completion_length,
-            count_tokens=count_tokens,
-            beta=settings.length_beta,
-        ),
+        # trl types a reward function's scores as list[float | None] (None: not applicable);
+        # ours are all floats, which list's invariance cannot express.
+        reward_funcs=cast("Any", rewards),
         args=args if args is not None else _grpo_config(settings),
         train_dataset=dataset,
         processing_class=processor,
@@ -455,7 +458,7 @@ def _grpo_config(settings: RLSettings) -> Any:
 def _rejection(
     settings: RLSettings, records: list[Record], policy: Policy, model: Any, processor: Any
 ) -> tuple[list[Record], str]:
-    from guardvl_sdk.training.rejection import rejection_sample, sampling_backend
+    from .rejection import Keep, rejection_sample, sampling_backend
 
     backend = sampling_backend(
         loaded=(model, processor),
@@ -471,7 +474,7 @@ def _rejection(
             backend,
             policy,
             k=settings.rejection_samples,
-            keep=settings.rejection_keep,
+            keep=cast("Keep", settings.rejection_keep),  # checked by RLSettings.__post_init__
             max_pixels=settings.max_pixels,
         )
     finally:
@@ -496,8 +499,8 @@ def _prepare(
     folder: Path,
 ) -> None:
     """Rejection sampling and concatenation; the RL items and their counts go to ``folder``."""
-    from guardvl_sdk.training.augment import augment
-    from guardvl_sdk.training.data import to_examples
+    from .augment import augment
+    from .data import to_examples
 
     to_examples(records, policy, label_only=True)  # every bad record listed, before sampling
     hard, rejection = records, None

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from trl.trainer.sft_trainer import SFTTrainer
 
-    from guardvl_sdk.training.teacher import Teacher
+    from .teacher import Teacher
 
 __all__ = [
     "LANGUAGE_MODEL_LINEAR",
@@ -135,7 +135,8 @@ def train_sft(
         MissingExtraError: The [train] extra is not installed.
     """
     from guardvl_sdk.extras import require
-    from guardvl_sdk.training.data import as_dataset
+
+    from .data import as_dataset
 
     require("train", "guardvl train sft")
 
@@ -208,7 +209,7 @@ def _with_reasoning(
     if not missing or settings.label_only:
         return records, 0
     if teacher is None and settings.teacher_url and settings.teacher_model:
-        from guardvl_sdk.training.teacher import Teacher
+        from .teacher import Teacher
 
         with Teacher(settings.teacher_url, model=settings.teacher_model) as owned:
             return _with_reasoning(records, policy, settings, owned)
