@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,10 +50,12 @@ __all__ = [
     "Message",
     "Part",
     "as_message",
+    "check_name",
     "from_responses_input",
     "from_responses_output",
     "read_answer",
     "read_messages",
+    "refuse_unread_keys",
     "render_answer",
     "render_conversation",
 ]
@@ -91,6 +94,50 @@ _PART_METADATA = frozenset({"type", "cache_control"})
 _IMAGE_URL_KEYS = frozenset({"url", "detail"})
 # A message's ``name`` is sent to the model unread: only as OpenAI limits it (no sentence fits).
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_name(name: Any, where: str) -> None:
+    """Refuse a message ``name`` beyond OpenAI's limit (1-64 of ``A-Za-z0-9_-``): it reaches the
+    model unread, so it must not be able to carry a sentence.
+
+    Raises:
+        InvalidInputError: Such a name.
+    """
+    if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name)):
+        raise InvalidInputError(
+            f"{where}: a message name must be 1-64 characters of A-Z a-z 0-9 _ - (OpenAI's "
+            f"limit; it reaches the model unread), not {name!r:.80}"
+        )
+
+
+def refuse_unread_keys(
+    part: Mapping[str, Any], known: AbstractSet[str], where: str, reaches: str = "the model"
+) -> None:
+    """The request side's allowlist rule, for every reader of content parts (this module's and
+    the LangChain adapter's): refuse a part holding a key outside ``known`` (the keys the guard
+    reads and harmless metadata); inside an ``image_url`` part's object, only ``url`` and
+    ``detail``. A key holds something unless it is None or an empty str, dict or list.
+
+    Raises:
+        InvalidInputError: Such a key (named, with the keys the guard reads).
+    """
+    unread = [key for key, value in part.items() if key not in known and _holds(value)]
+    url = part.get("image_url") if part.get("type") == "image_url" else None
+    if isinstance(url, Mapping):
+        unread += [
+            f"image_url.{key}"
+            for key, value in url.items()
+            if key not in _IMAGE_URL_KEYS and _holds(value)
+        ]
+    if unread:
+        raise InvalidInputError(
+            f"{where}: the {part.get('type')!r} part's field(s) {sorted(unread)} would reach "
+            f"{reaches} unchecked; the guard reads {sorted(known)}"
+        )
+
+
+def _holds(value: Any) -> bool:
+    return value is not None and value != "" and value != {} and value != []
 
 
 @dataclass(frozen=True)
@@ -353,16 +400,8 @@ def _read_message(message: Message, index: int) -> list[Part]:
         )
     role = {"developer": "system", "function": "tool"}.get(given, str(given))
     tool = message.get("name") if role == "tool" else None  # a tool's name is judged with it
-    name = message.get("name")
-    if (
-        role != "tool"
-        and name is not None
-        and not (isinstance(name, str) and _NAME.fullmatch(name))
-    ):
-        raise InvalidInputError(
-            f"{where}: a message name must be 1-64 characters of A-Z a-z 0-9 _ - (OpenAI's "
-            f"limit; it reaches the model unread), not {name!r:.80}"
-        )
+    if role != "tool":
+        check_name(message.get("name"), where)
     parts = _read_content(message.get("content"), role, index, where, tool)
     if message.get("refusal") is not None:
         parts.append(Part("text", role, index, text=clean_text(message["refusal"], what=where)))
@@ -391,7 +430,7 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
     for part in content:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind in _PART_KEYS:
-            _refuse_unread_keys(part, _PART_KEYS[kind], where)
+            refuse_unread_keys(part, _PART_KEYS[kind] | _PART_METADATA, where)
         if kind in ("text", "input_text", "output_text", "refusal"):
             value = part.get("refusal") if kind == "refusal" else part.get("text")
             parts.append(
@@ -415,19 +454,6 @@ def _read_content(content: Any, role: str, index: int, where: str, tool: str | N
                 f"{where}: cannot check a content part of type {kind!r} (text and image parts only)"
             )
     return parts
-
-
-def _refuse_unread_keys(part: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
-    """Refuse a part holding a key the reader does not read (see ``_PART_KEYS``)."""
-    unread = [key for key, value in part.items() if key not in keys | _PART_METADATA and value]
-    url = part.get("image_url") if part.get("type") == "image_url" else None
-    if isinstance(url, Mapping):
-        unread += [f"image_url.{key}" for key, v in url.items() if key not in _IMAGE_URL_KEYS and v]
-    if unread:
-        raise InvalidInputError(
-            f"{where}: the {part['type']!r} part's field(s) {sorted(unread)} would reach the "
-            f"model unchecked; the guard reads {sorted(keys)}"
-        )
 
 
 def _image_url(url: Any, where: str, what: str) -> str:

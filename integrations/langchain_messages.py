@@ -18,7 +18,6 @@ reasoning included, with an allowlist of blocks and ``additional_kwargs``; :func
 # ruff: noqa: E402  (the extra is checked before the imports that need it)
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 
-from guardvl_sdk.conversation import MESSAGE_KEYS
+from guardvl_sdk.conversation import MESSAGE_KEYS, check_name, refuse_unread_keys
 from guardvl_sdk.errors import InvalidInputError
 from guardvl_sdk.hooks import Request, RequestReader
 from guardvl_sdk.inputs import clean_text
@@ -219,7 +218,6 @@ def openai_chat(messages: Sequence[Any]) -> list[dict[str, Any]]:
 # result's artifact and status are not sent to the model. In a content block, every key is one
 # the guard reads or short metadata (keys of the block types below); any other non-empty key
 # is refused. Block types not listed are left to the reader, which refuses what it cannot read.
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BLOCK_METADATA = frozenset({"type", "id", "index"})
 _BLOCK_KEYS = {
     "text": {"text"},
@@ -235,7 +233,6 @@ _BLOCK_KEYS = {
     "tool_call": {"name", "args"},
     "tool_call_chunk": {"name", "args"},
 }
-_IMAGE_URL_KEYS = frozenset({"url", "detail"})
 
 
 def _check_sent_fields(message: Any, where: str) -> None:
@@ -256,11 +253,7 @@ def _check_sent_fields(message: Any, where: str) -> None:
         name, content, extras = message.get("name"), message.get("content"), {}
     else:  # a (role, text) tuple or a str: nothing but its text
         return
-    if name is not None and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
-        raise InvalidInputError(
-            f"{where}: a message name must be 1-64 characters of A-Z a-z 0-9 _ - "
-            f"(OpenAI's limit), not {name!r:.80}"
-        )
+    check_name(name, where)
     sent = sorted(key for key, value in extras.items() if _non_empty(value))
     if sent:
         raise InvalidInputError(
@@ -278,20 +271,7 @@ def _check_block(block: Any, where: str, reaches: str) -> None:
     """
     if not isinstance(block, Mapping) or block.get("type") not in _BLOCK_KEYS:
         return
-    known = _BLOCK_KEYS[block["type"]] | _BLOCK_METADATA
-    unknown = sorted(key for key, value in block.items() if key not in known and _non_empty(value))
-    url = block.get("image_url")
-    if block["type"] == "image_url" and isinstance(url, Mapping):
-        unknown += [
-            f"image_url.{key}"
-            for key, value in url.items()
-            if key not in _IMAGE_URL_KEYS and _non_empty(value)
-        ]
-    if unknown:
-        raise InvalidInputError(
-            f"{where}: the {block['type']!r} block's field(s) {unknown} would reach {reaches} "
-            f"unchecked; the guard reads {sorted(known)}"
-        )
+    refuse_unread_keys(block, _BLOCK_KEYS[block["type"]] | _BLOCK_METADATA, where, reaches)
 
 
 def _non_empty(value: Any) -> bool:
